@@ -1,0 +1,250 @@
+"""Typed, documented configuration: one dataclass per concern, and the presets.
+
+A run is fully described by one :class:`Config`; it is saved as ``config.json`` in every run folder and a
+run is reproducible from it. Defaults are the paper's (D'Eramo et al. 2020, code ``dqn/run_gym.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mtdqn.errors import UserError
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
+INITS = ("xavier", "torch")
+MODES = ("multi", "single")
+
+
+@dataclass
+class TaskConfig:
+    """One task: a Gymnasium environment with a discrete action space and a flat Box observation."""
+
+    env_id: str
+    """Gymnasium id, e.g. ``CartPole-v1`` or ``mtdqn/CarOnHill-v0``."""
+    gamma: float = 0.99
+    """Discount of this task, used in its TD target and in its evaluation score J."""
+    horizon: int | None = None
+    """Episode length limit (a truncation: bootstrapped, never a terminal). None: the env's registered one."""
+    name: str = ""
+    """Display name in tables and plots; empty means the env id."""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.env_id
+
+
+@dataclass
+class NetworkConfig:
+    """Task input layers -> shared layers (the last gives the shared features) -> task head layers."""
+
+    arch: str = "deramo"
+    """Name of the preset the fields below came from (``deramo`` or ``tiny``); informational."""
+    width: int = 80
+    """Units of every hidden layer."""
+    n_input_layers: int = 1
+    """Task-specific layers at the bottom (the first reads the task's own observation columns)."""
+    n_shared_layers: int = 2
+    """Shared layers in the middle; the output of the last one is the shared feature vector."""
+    n_head_layers: int = 1
+    """Task-specific layers at the top; the last outputs one Q value per action."""
+    hidden_activation: str = "relu"
+    """Activation of every hidden layer except the feature layer."""
+    feature_activation: str = "sigmoid"
+    """Activation of the last shared layer (the paper's results use sigmoid)."""
+    init: str = "xavier"
+    """``xavier``: the paper's Xavier-uniform (gain sqrt(2) for hidden layers, 1 for the Q layer) with
+    PyTorch's default bias init; ``torch``: PyTorch's default Linear init (the review's nets)."""
+
+
+@dataclass
+class ReplayConfig:
+    """Per-task replay memories (uniform sampling)."""
+
+    capacity: int = 5000
+    """Transitions kept per task (ring buffer)."""
+    warmup: int = 100
+    """Random-action steps per task stored before learning starts (no update during warm-up)."""
+
+
+@dataclass
+class LearnerConfig:
+    """The DQN update."""
+
+    lr: float = 1e-3
+    """Adam learning rate (one optimizer over all parameters)."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+    batch_size: int = 100
+    """Samples per task in every update (a multi-task batch holds batch_size x n_tasks)."""
+    target_update_every: int = 100
+    """Hard copy of the online network into the target network every this many updates."""
+    train_frequency: int = 1
+    """One update every this many joint steps (a joint step = one env step in every task)."""
+    double_dqn: bool = False
+    """Double DQN target: argmax by the online net, value by the target net."""
+    huber_delta: float = 1.0
+    """Threshold of the Huber (smooth L1) loss."""
+
+
+@dataclass
+class ExplorationConfig:
+    """Epsilon-greedy exploration, one linear schedule per task over its own learning steps."""
+
+    eps_start: float = 1.0
+    eps_end: float = 0.01
+    """Floor: epsilon is held here after the decay (the review's schedule fell below zero)."""
+    eps_decay_steps: int = 5000
+    """Learning steps of a task over which epsilon goes linearly from eps_start to eps_end."""
+    eval_epsilon: float = 0.0
+    """Epsilon during evaluation (0 = greedy, the paper's protocol)."""
+
+
+@dataclass
+class RunConfig:
+    """Length of the run, evaluation protocol, seed and hardware."""
+
+    epochs: int = 50
+    steps_per_epoch: int = 1000
+    """Learning steps per task in one epoch."""
+    eval_steps: int = 2000
+    """Greedy evaluation steps per task after every epoch (and once before learning)."""
+    seed: int = 0
+    """Fixes every random stream of the run (network init, exploration, replay sampling, environments)."""
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when available)."""
+    background_eval: bool = True
+    """Evaluate in a second process while the next epoch trains (same numbers, faster on 2+ cores)."""
+    torch_threads: int = 1
+    """Intra-op threads of the learner (small nets are fastest with one; the other core evaluates)."""
+
+
+@dataclass
+class Config:
+    """Everything that defines a run."""
+
+    tasks: list[TaskConfig]
+    mode: str = "multi"
+    """``multi``: one network, shared middle layers (MDQN). ``single``: one independent network of the same
+    shape per task, trained in lockstep with the same budget (the paper's DQN baseline)."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        try:
+            return cls(
+                tasks=[TaskConfig(**t) for t in data["tasks"]],
+                mode=data["mode"],
+                network=NetworkConfig(**data["network"]),
+                replay=ReplayConfig(**data["replay"]),
+                learner=LearnerConfig(**data["learner"]),
+                exploration=ExplorationConfig(**data["exploration"]),
+                run=RunConfig(**data["run"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"configuration does not match this version of mtdqn ({exc})") from None
+
+    def learning_fingerprint(self) -> str:
+        """Hash of everything that changes the learning (not epochs, device or eval placement)."""
+        data = self.to_dict()
+        for key in ("epochs", "device", "background_eval", "torch_threads"):
+            data["run"].pop(key)
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` on a value no run can use."""
+        if not self.tasks:
+            raise UserError("no task given; pass --task ENV_ID (repeatable) or --preset NAME")
+        if self.mode not in MODES:
+            raise UserError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        for task in self.tasks:
+            if not 0.0 <= task.gamma <= 1.0:
+                raise UserError(f"gamma of {task.label} is {task.gamma}; it must lie in [0, 1]")
+            if task.horizon is not None and task.horizon <= 0:
+                raise UserError(f"horizon of {task.label} is {task.horizon}; it must be a positive integer")
+        net = self.network
+        _positive("network width", net.width)
+        _positive("number of task input layers", net.n_input_layers)
+        _positive("number of shared layers", net.n_shared_layers)
+        _positive("number of head layers", net.n_head_layers)
+        for name, act in (("hidden", net.hidden_activation), ("feature", net.feature_activation)):
+            if act not in ACTIVATIONS:
+                raise UserError(f"unknown {name} activation {act!r}; use one of {', '.join(ACTIVATIONS)}")
+        if net.init not in INITS:
+            raise UserError(f"unknown init {net.init!r}; use one of {', '.join(INITS)}")
+        _positive("replay capacity", self.replay.capacity)
+        _positive("replay warm-up", self.replay.warmup)
+        _positive("batch size", self.learner.batch_size)
+        _positive("target update period", self.learner.target_update_every)
+        _positive("train frequency", self.learner.train_frequency)
+        if self.learner.lr <= 0:
+            raise UserError(f"learning rate is {self.learner.lr}; it must be positive")
+        _positive("epsilon decay steps", self.exploration.eps_decay_steps)
+        for name in ("eps_start", "eps_end", "eval_epsilon"):
+            value = getattr(self.exploration, name)
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"{name} is {value}; it must lie in [0, 1]")
+        if self.run.epochs < 0:
+            raise UserError(f"epochs is {self.run.epochs}; it must be zero or positive")
+        _positive("steps per epoch", self.run.steps_per_epoch)
+        _positive("evaluation steps", self.run.eval_steps)
+        _positive("torch threads", self.run.torch_threads)
+        if self.run.seed < 0:
+            raise UserError(f"seed is {self.run.seed}; it must be zero or positive")
+        if self.run.device not in ("cpu", "cuda", "auto") and not self.run.device.startswith("cuda:"):
+            raise UserError(f"unknown device {self.run.device!r}; use cpu, cuda, cuda:N or auto")
+
+
+def _positive(what: str, value: int) -> None:
+    if value <= 0:
+        raise UserError(f"{what} is {value}; it must be a positive integer")
+
+
+# --- presets -------------------------------------------------------------------------------------------
+
+TASK_PRESETS: dict[str, list[TaskConfig]] = {
+    # The paper's five tasks in the paper's order, horizons and discounts (spec section 1.3).
+    "deramo-gym": [
+        TaskConfig("CartPole-v1", gamma=0.99, horizon=500, name="Cart-Pole"),
+        TaskConfig("Acrobot-v1", gamma=0.99, horizon=1000, name="Acrobot"),
+        TaskConfig("MountainCar-v0", gamma=0.99, horizon=1000, name="Mountain-Car"),
+        TaskConfig("mtdqn/CarOnHill-v0", gamma=0.95, horizon=100, name="Car-On-Hill"),
+        TaskConfig("mtdqn/InvertedPendulumDiscrete-v0", gamma=0.95, horizon=3000, name="Inverted-Pendulum"),
+    ],
+    # The review's three tasks (csreid/atari-mtdqn replica.py), gamma 0.99, with the paper's horizons.
+    "review-control": [
+        TaskConfig("CartPole-v1", gamma=0.99, horizon=500, name="CartPole"),
+        TaskConfig("Acrobot-v1", gamma=0.99, horizon=1000, name="Acrobot"),
+        TaskConfig("MountainCar-v0", gamma=0.99, horizon=1000, name="MountainCar"),
+    ],
+}
+
+ARCH_PRESETS: dict[str, NetworkConfig] = {
+    # D'Eramo et al.: obs -> 80 ReLU | 80 -> 80 ReLU, 80 -> 80 sigmoid (shared) | 80 -> A.
+    "deramo": NetworkConfig(),
+    # The review's 130-parameter CartPole net (simple.ipynb): 4 -> 8 ReLU -> 8 ReLU -> 2, PyTorch init.
+    "tiny": NetworkConfig(arch="tiny", width=8, n_shared_layers=1, feature_activation="relu", init="torch"),
+}
+
+
+def task_preset(name: str) -> list[TaskConfig]:
+    if name not in TASK_PRESETS:
+        raise UserError(f"unknown preset {name!r}; use one of {', '.join(TASK_PRESETS)}")
+    return [dataclasses.replace(t) for t in TASK_PRESETS[name]]
+
+
+def arch_preset(name: str) -> NetworkConfig:
+    if name not in ARCH_PRESETS:
+        raise UserError(f"unknown architecture {name!r}; use one of {', '.join(ARCH_PRESETS)}")
+    return dataclasses.replace(ARCH_PRESETS[name])

@@ -1,0 +1,110 @@
+"""The paper's update (D'Eramo et al. 2020, section 3; spec ``dqn.py``), readable top to bottom.
+
+For every member s, task t and sample b of a multi-task batch:
+
+    y      = r + gamma_t * (1 - terminal) * max_{a valid for t} Q_target(s', a)
+             (Double DQN: Q_target(s', argmax_{a valid for t} Q_online(s', a)))
+    loss   = mean over (t, b) of Huber(Q_online(s, a) - y)        one joint loss over all tasks
+             (single-task mode: the sum over t of each task's own mean, i.e. T independent DQNs)
+    one Adam step over all parameters; every C updates: Q_target <- Q_online (hard copy)
+
+Members are independent agents: the loss is summed over members and Adam is elementwise, so member k
+learns exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from mtdqn.config import LearnerConfig
+from mtdqn.nets import MultiTaskQNetwork
+from mtdqn.replay import Batch
+
+
+class DQNLearner:
+    """Online and target networks, the optimizer and the update counter."""
+
+    def __init__(self, online: MultiTaskQNetwork, gammas: list[float], cfg: LearnerConfig) -> None:
+        self.cfg = cfg
+        self.online = online
+        self.target = copy.deepcopy(online).requires_grad_(False)
+        device = online.action_mask.device
+        self.gamma = torch.tensor(gammas, dtype=torch.float32, device=device).reshape(1, -1, 1)
+        self.invalid = ~online.action_mask.reshape(1, online.n_tasks, 1, -1)
+        self.optimizer = torch.optim.Adam(
+            online.parameters(), lr=cfg.lr, eps=cfg.adam_eps, **_fast_adam_kwargs(device)
+        )
+        self.n_updates = 0
+        # Per-(member, task) sums of the loss and of Q(s, a) since the last call of pop_stats().
+        shape = (online.n_members, online.n_tasks)
+        self._loss_sum = torch.zeros(shape, device=device)
+        self._q_sum = torch.zeros(shape, device=device)
+        self._stat_updates = 0
+
+    def td_target(self, batch: Batch) -> torch.Tensor:
+        """y = r + gamma_t * (1 - terminal) * V_target(s'), with V over the task's valid actions."""
+        with torch.no_grad():
+            q_next = self.target(batch.next_obs).masked_fill(self.invalid, float("-inf"))
+            if self.cfg.double_dqn:
+                q_online = self.online(batch.next_obs).masked_fill(self.invalid, float("-inf"))
+                v_next = q_next.gather(-1, q_online.argmax(-1, keepdim=True)).squeeze(-1)
+            else:
+                v_next = q_next.amax(-1)
+            return batch.reward + self.gamma * (1.0 - batch.terminal) * v_next
+
+    def update(self, batch: Batch) -> None:
+        """One gradient step on the joint Huber loss, then the target copy when it is due."""
+        y = self.td_target(batch)
+        q = self.online(batch.obs).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
+        per_task = F.huber_loss(q, y, reduction="none", delta=self.cfg.huber_delta).mean(-1)  # (S, T)
+        task_weight = 1.0 / per_task.shape[1] if self.online.share else 1.0
+        loss = per_task.sum() * task_weight
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.n_updates += 1
+        if self.n_updates % self.cfg.target_update_every == 0:
+            self.sync_target()
+        self._loss_sum += per_task.detach()
+        self._q_sum += q.detach().mean(-1)
+        self._stat_updates += 1
+
+    @torch.no_grad()
+    def sync_target(self) -> None:
+        """Hard copy of the online parameters into the target network."""
+        for dst, src in zip(self.target.parameters(), self.online.parameters(), strict=True):
+            dst.copy_(src)
+
+    def pop_stats(self) -> dict[str, torch.Tensor]:
+        """Mean loss and mean Q(s, a) per (member, task) since the last call (NaN if no update)."""
+        n = self._stat_updates
+        stats = {
+            "loss": (self._loss_sum / n).cpu() if n else torch.full_like(self._loss_sum, float("nan")).cpu(),
+            "mean_q": (self._q_sum / n).cpu() if n else torch.full_like(self._q_sum, float("nan")).cpu(),
+        }
+        self._loss_sum.zero_()
+        self._q_sum.zero_()
+        self._stat_updates = 0
+        return stats
+
+    def state_dict(self) -> dict:
+        return {
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "n_updates": self.n_updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.n_updates = int(state["n_updates"])
+
+
+def _fast_adam_kwargs(device: torch.device) -> dict:
+    """Fused Adam where PyTorch has it for the device (CPU and CUDA in current releases), else foreach."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}

@@ -1,0 +1,103 @@
+"""Per-task replay memories in one preallocated block.
+
+All tasks step in lockstep, so every task's ring buffer holds the same number of transitions and shares
+one write position. Storage is one float32 tensor ``(S, T, capacity, 2 * obs_max + 3)`` whose rows pack
+``[obs | next_obs | action | reward | terminal]``: a joint step is one row write per (member, task) and a
+batch is one ``index_select``. Sampling draws ``batch_size`` slots per task and member, uniformly with
+replacement, so each task contributes exactly its quota to every multi-task batch (the quota is the tensor
+shape, not a sort order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    """A multi-task batch: every tensor is ``(S, T, B, ...)``."""
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    terminal: torch.Tensor
+    """1.0 for a true terminal (no bootstrap); 0.0 otherwise, horizon cuts included."""
+
+
+class MultiTaskReplay:
+    """Ring buffers of ``capacity`` transitions for each of T tasks and S members."""
+
+    def __init__(self, n_members: int, n_tasks: int, capacity: int, obs_dim: int, device="cpu") -> None:
+        self.shape = (n_members, n_tasks)
+        self.capacity = capacity
+        self.obs_dim = obs_dim
+        self.device = torch.device(device)
+        self.width = 2 * obs_dim + 3
+        self.storage = torch.zeros(n_members, n_tasks, capacity, self.width, device=self.device)
+        self._row = np.zeros((n_members, n_tasks, self.width), dtype=np.float32)
+        self.position = 0
+        self.size = 0
+        # Row offset of each (member, task) block in the flattened storage, for one index_select per batch.
+        self._block_offset = np.arange(n_members * n_tasks).reshape(n_members, n_tasks, 1) * capacity
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        terminal: np.ndarray,
+    ) -> None:
+        """Store one transition per (member, task); arrays are ``(S, T, ...)``.
+
+        ``terminal`` is True only for a true terminal state (no bootstrap); a horizon cut is not terminal.
+        """
+        d, row = self.obs_dim, self._row
+        row[..., :d] = obs
+        row[..., d : 2 * d] = next_obs
+        row[..., 2 * d] = action
+        row[..., 2 * d + 1] = reward
+        row[..., 2 * d + 2] = terminal
+        self.storage[:, :, self.position] = torch.from_numpy(row)
+        self.position = (self.position + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample_indices(self, uniform: np.ndarray) -> np.ndarray:
+        """Slot indices ``(S, T, B)`` from uniform draws in [0, 1): uniform over the filled slots.
+
+        The caller draws ``uniform`` from each member's own stream (a whole epoch at once is cheapest), so
+        member k's samples never depend on the other members.
+        """
+        return (uniform * self.size).astype(np.int64)
+
+    def gather(self, indices: np.ndarray) -> Batch:
+        """The transitions at ``indices`` ``(S, T, B)`` as a :class:`Batch`."""
+        s, t, b = indices.shape
+        flat = torch.from_numpy((indices + self._block_offset).reshape(-1)).to(self.device)
+        rows = self.storage.view(-1, self.width).index_select(0, flat).view(s, t, b, self.width)
+        d = self.obs_dim
+        return Batch(
+            obs=rows[..., :d],
+            next_obs=rows[..., d : 2 * d],
+            action=rows[..., 2 * d].long(),
+            reward=rows[..., 2 * d + 1],
+            terminal=rows[..., 2 * d + 2],
+        )
+
+    def state_dict(self) -> dict:
+        return {"storage": self.storage.cpu(), "position": self.position, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        src = state["storage"]
+        if src.shape != self.storage.shape or src.dtype != self.storage.dtype:
+            raise ValueError(f"replay of shape {tuple(src.shape)}, expected {tuple(self.storage.shape)}")
+        self.storage.copy_(src)
+        self.position = int(state["position"])
+        self.size = int(state["size"])

@@ -1,0 +1,231 @@
+"""The run folder: config, metrics, TensorBoard scalars, plots and the checkpoint.
+
+    runs/<name>/config.json      resolved configuration, seed, package and library versions
+    runs/<name>/metrics.csv      one row per (epoch, member, task)
+    runs/<name>/tb/              TensorBoard scalars per task
+    runs/<name>/plots/*.png      learning curves (one per task, and all tasks side by side)
+    runs/<name>/checkpoint.pt    everything needed to resume after the last completed epoch
+
+Every file is written atomically (temporary file, fsync, rename), so a killed run never leaves a half file.
+Checkpoints hold only tensors and plain containers and are loaded with ``torch.load(weights_only=True)``:
+no arbitrary object is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import re
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtdqn.config import Config
+from mtdqn.errors import UserError
+
+METRIC_COLUMNS = [
+    "epoch",
+    "member",
+    "task",
+    "task_name",
+    "J",
+    "return",
+    "episodes",
+    "loss",
+    "mean_q",
+    "epsilon",
+    "env_steps",
+    "updates",
+    "steps_per_s",
+    "wall_s",
+]
+CHECKPOINT_FORMAT = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, mtdqn and the libraries that change numbers."""
+    out = {"python": platform.python_version()}
+    for pkg in ("mtdqn", "torch", "numpy", "gymnasium"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def save_config(run_dir: Path, config: Config) -> None:
+    payload = {"config": config.to_dict(), "versions": versions()}
+    atomic_write_bytes(run_dir / "config.json", (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def load_config(run_dir: Path) -> Config:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not an mtdqn run folder (no config.json); check the path")
+    try:
+        payload = json.loads(path.read_text())
+        return Config.from_dict(payload["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"{path} is corrupt ({exc}); restore it or start a new run with --overwrite"
+        ) from None
+
+
+class MetricsTable:
+    """metrics.csv, rewritten atomically after every epoch (it is small)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+
+    def load(self, max_epoch: int) -> None:
+        """Read the rows of epochs <= ``max_epoch`` (rows of later epochs belong to a lost future)."""
+        self.rows = []
+        if not self.path.is_file():
+            return
+        with self.path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if int(row["epoch"]) <= max_epoch:
+                    self.rows.append(row)
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_bytes(self.path, buf.getvalue().encode())
+
+    def evaluated_epochs(self) -> set[int]:
+        return {int(r["epoch"]) for r in self.rows}
+
+
+def read_metrics(path: Path) -> dict[str, np.ndarray]:
+    """metrics.csv as columns (numbers as float arrays, task names as a string array)."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols: dict[str, np.ndarray] = {}
+    for key in METRIC_COLUMNS:
+        values = [r[key] for r in rows]
+        cols[key] = np.array(values) if key == "task_name" else np.array(values, dtype=np.float64)
+    return cols
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomically save ``state`` (tensors and plain containers only)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, fingerprint: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely and check that it belongs to the configuration ``fingerprint``."""
+    import pickle
+
+    import torch
+
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}; the run has not finished an epoch yet, start it again")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"checkpoint {path} is corrupt or not an mtdqn checkpoint ({first}); "
+            "restart the run with --overwrite"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint {path} has an unknown format; restart the run with --overwrite")
+    if state.get("fingerprint") != fingerprint:
+        raise UserError(
+            f"checkpoint {path} was written by a different configuration than {path.parent}/config.json; "
+            "restore the matching config.json or restart with --overwrite"
+        )
+    return state
+
+
+def safe_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "task"
+
+
+def plot_learning_curves(run_dir: Path) -> list[Path]:
+    """Write one PNG per task (J and undiscounted return per epoch) and one with all tasks side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics_path = run_dir / "metrics.csv"
+    if not metrics_path.is_file():
+        return []
+    m = read_metrics(metrics_path)
+    if m["epoch"].size == 0:
+        return []
+    out_dir = run_dir / "plots"
+    out_dir.mkdir(exist_ok=True)
+    tasks = sorted(set(m["task"].astype(int)))
+    names = {int(t): n for t, n in zip(m["task"], m["task_name"], strict=True)}
+    written = []
+
+    def draw(ax_j, ax_r, task: int) -> None:
+        sel = m["task"] == task
+        for member in sorted(set(m["member"][sel].astype(int))):
+            rows = sel & (m["member"] == member)
+            order = np.argsort(m["epoch"][rows])
+            ax_j.plot(m["epoch"][rows][order], m["J"][rows][order], marker=".", label=f"seed member {member}")
+            ax_r.plot(m["epoch"][rows][order], m["return"][rows][order], marker=".", color="tab:orange")
+        ax_j.set_title(names[task])
+        ax_j.set_ylabel("J (discounted)")
+        ax_r.set_ylabel("undiscounted return")
+        ax_r.set_xlabel("epoch")
+        ax_j.grid(alpha=0.3)
+        ax_r.grid(alpha=0.3)
+
+    for task in tasks:
+        fig, (ax_j, ax_r) = plt.subplots(2, 1, figsize=(5, 5), sharex=True)
+        draw(ax_j, ax_r, task)
+        fig.tight_layout()
+        path = out_dir / f"{task}_{safe_name(names[task])}.png"
+        _save_fig(fig, path)
+        written.append(path)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(3.6 * len(tasks), 5), sharex=True, squeeze=False)
+    for col, task in enumerate(tasks):
+        draw(axes[0, col], axes[1, col], task)
+    fig.tight_layout()
+    path = out_dir / "learning_curves.png"
+    _save_fig(fig, path)
+    written.append(path)
+    return written
+
+
+def _save_fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

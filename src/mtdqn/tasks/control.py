@@ -1,0 +1,93 @@
+"""Building a task's Gymnasium environment and checking that mtdqn can learn it.
+
+A task is any Gymnasium environment with a ``Discrete`` action space and a flat ``Box`` observation. Its
+horizon is applied with Gymnasium's ``TimeLimit``: reaching it *truncates* the episode (the last transition
+is bootstrapped), while the environment's own ``terminated`` is a true terminal (no bootstrap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from mtdqn.config import TaskConfig
+from mtdqn.errors import UserError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The shapes of one task that the network and the replay need."""
+
+    name: str
+    obs_dim: int
+    n_actions: int
+    gamma: float
+    horizon: int
+
+
+def make_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
+    """Create the environment of ``task`` with its horizon as a ``TimeLimit`` (no env checker)."""
+    kwargs: dict = {"disable_env_checker": True}
+    if task.horizon is not None:
+        kwargs["max_episode_steps"] = task.horizon
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    try:
+        env = gym.make(task.env_id, **kwargs)
+    except gym.error.Error as exc:
+        raise UserError(
+            f"unknown environment {task.env_id!r} ({exc}); check the id, e.g. CartPole-v1, "
+            "Acrobot-v1, MountainCar-v0, mtdqn/CarOnHill-v0, mtdqn/InvertedPendulumDiscrete-v0"
+        ) from None
+    except Exception as exc:  # environments raise anything on bad kwargs or missing extras
+        raise UserError(f"could not create environment {task.env_id!r}: {exc}") from None
+    _check_spaces(task, env)
+    return env
+
+
+def _check_spaces(task: TaskConfig, env: gym.Env) -> None:
+    act, obs = env.action_space, env.observation_space
+    if not isinstance(act, gym.spaces.Discrete):
+        env.close()
+        raise UserError(
+            f"{task.env_id} has a {type(act).__name__} action space; mtdqn's DQN needs discrete actions "
+            "(pick a Discrete-action environment, e.g. CartPole-v1)"
+        )
+    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
+        env.close()
+        shape = getattr(obs, "shape", None)
+        if isinstance(obs, gym.spaces.Box) and len(obs.shape) >= 2:
+            raise UserError(
+                f"{task.env_id} has image observations {shape}; image (Atari) tasks are not supported "
+                "yet, use an environment with a flat vector observation"
+            )
+        raise UserError(
+            f"{task.env_id} has a {type(obs).__name__} observation space of shape {shape}; mtdqn needs a "
+            "flat Box observation (a 1-D vector)"
+        )
+
+
+def task_specs(tasks: list[TaskConfig]) -> list[TaskSpec]:
+    """Create each environment once to read its observation size, action count and horizon."""
+    specs = []
+    for task in tasks:
+        env = make_env(task)
+        horizon = task.horizon if task.horizon is not None else env.spec.max_episode_steps
+        if horizon is None:
+            env.close()
+            raise UserError(
+                f"{task.env_id} registers no episode limit; give one with --horizon (a positive integer)"
+            )
+        specs.append(
+            TaskSpec(
+                name=task.label,
+                obs_dim=int(np.prod(env.observation_space.shape)),
+                n_actions=int(env.action_space.n),
+                gamma=float(task.gamma),
+                horizon=int(horizon),
+            )
+        )
+        env.close()
+    return specs

@@ -1,0 +1,339 @@
+"""The training loop: warm-up, epochs of lockstep acting and updating, evaluation, checkpoints.
+
+One *joint step* is one environment step in every task (of every member) followed by one update of the
+learner (every ``train_frequency`` joint steps). A run is:
+
+1. warm-up: ``replay.warmup`` random-action steps per task into the replay memories, no update;
+2. evaluation "epoch 0" of the untrained network;
+3. for each epoch: reset every environment (seeded by run seed, epoch and task), ``steps_per_epoch``
+   joint steps with epsilon-greedy acting, then an evaluation (in a background process when enabled).
+
+All randomness is drawn from streams derived from (seed, member, purpose, epoch, task), so resuming at an
+epoch boundary needs no saved random state and reproduces an uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtdqn.config import Config
+from mtdqn.errors import UserError
+from mtdqn.evaluate import EvalJob, EvalResult, Evaluator
+from mtdqn.learner import DQNLearner
+from mtdqn.nets import MultiTaskQNetwork
+from mtdqn.policy import epsilon, masked_greedy, q_values
+from mtdqn.replay import MultiTaskReplay
+from mtdqn.runlog import (
+    MetricsTable,
+    load_checkpoint,
+    load_config,
+    plot_learning_curves,
+    save_checkpoint,
+    save_config,
+)
+from mtdqn.seeding import derive_rng, derive_seed
+from mtdqn.tasks import make_env, task_specs
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+class Trainer:
+    """A run of multi-task (or single-task baseline) DQN in its run folder."""
+
+    def __init__(self, config: Config, run_dir: Path, progress: bool = True) -> None:
+        config.validate()
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.specs = task_specs(config.tasks)
+        self.device = resolve_device(config.run.device)
+        torch.set_num_threads(config.run.torch_threads)
+        self.n_members = 1
+        self.n_tasks = len(self.specs)
+        seed = config.run.seed
+        self.net = MultiTaskQNetwork(
+            self.specs, config.network, share=config.mode == "multi", n_members=self.n_members, seed=seed
+        ).to(self.device)
+        self.learner = DQNLearner(self.net, [s.gamma for s in self.specs], config.learner)
+        self.replay = MultiTaskReplay(
+            self.n_members, self.n_tasks, config.replay.capacity, self.net.obs_max, self.device
+        )
+        self.envs = [[make_env(task) for task in config.tasks] for _ in range(self.n_members)]
+        self.action_mask = self.net.action_mask.cpu().numpy()
+        self.n_actions = np.array([s.n_actions for s in self.specs])
+        self.fingerprint = config.learning_fingerprint()
+        self.metrics = MetricsTable(self.run_dir / "metrics.csv")
+        self.epoch = -1  # -1: warm-up not done; e >= 0: learning epochs completed (0 = after warm-up)
+        self.env_steps = 0  # learning steps taken by each task so far (drives epsilon)
+        self.wall_s = 0.0
+        self.epoch_stats: dict = {}
+        self._obs = np.zeros((self.n_members, self.n_tasks, 1, self.net.obs_max), dtype=np.float32)
+
+    # --- creating and resuming ------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, config: Config, run_dir: Path, overwrite: bool = False, progress: bool = True) -> Trainer:
+        """A new run in ``run_dir``; refuses an existing run folder unless ``overwrite``."""
+        run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"{run_dir} exists and is not a folder; choose another --name or --runs-dir")
+        trainer = cls(config, run_dir, progress)  # validates everything before touching the disk
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise UserError(
+                    f"run folder {run_dir} already exists; pass --resume to continue it, --overwrite to "
+                    "replace it, or choose another --name"
+                )
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(run_dir, config)
+        return trainer
+
+    @classmethod
+    def resume(
+        cls, run_dir: Path, epochs: int | None = None, device: str | None = None, progress: bool = True
+    ) -> Trainer:
+        """Continue the run in ``run_dir`` after its last completed epoch (optionally to more epochs)."""
+        run_dir = Path(run_dir)
+        config = load_config(run_dir)
+        if epochs is not None:
+            config.run.epochs = epochs
+        if device is not None:
+            config.run.device = device
+        trainer = cls(config, run_dir, progress)
+        ckpt_path = run_dir / "checkpoint.pt"
+        if ckpt_path.is_file():
+            trainer.load_state(load_checkpoint(ckpt_path, trainer.fingerprint, map_location=trainer.device))
+        save_config(run_dir, config)
+        return trainer
+
+    def state(self) -> dict:
+        return {
+            "fingerprint": self.fingerprint,
+            "epoch": self.epoch,
+            "env_steps": self.env_steps,
+            "wall_s": self.wall_s,
+            "learner": self.learner.state_dict(),
+            "replay": self.replay.state_dict(),
+            "epoch_stats": self.epoch_stats,
+        }
+
+    def load_state(self, state: dict) -> None:
+        try:
+            self.learner.load_state_dict(state["learner"])
+            self.replay.load_state_dict(state["replay"])
+            self.epoch = int(state["epoch"])
+            self.env_steps = int(state["env_steps"])
+            self.wall_s = float(state["wall_s"])
+            self.epoch_stats = state["epoch_stats"]
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise UserError(
+                f"checkpoint in {self.run_dir} does not fit this configuration ({exc}); "
+                "restart the run with --overwrite"
+            ) from None
+
+    # --- the run --------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Warm up (if new), then train and evaluate until ``config.run.epochs``; resumable at any point."""
+        cfg = self.config.run
+        self.metrics.load(max_epoch=max(self.epoch, 0))
+        evaluator = Evaluator(background=cfg.background_eval)
+        writer = self._tensorboard(purge_step=max(self.epoch, 0))
+        bar = self._progress_bar()
+        try:
+            if self.epoch < 0:
+                self._warmup()
+                self.epoch = 0
+                self.epoch_stats = self._collect_epoch_stats(0.0)
+                save_checkpoint(self.run_dir / "checkpoint.pt", self.state())
+            pending = None
+            if self.epoch not in self.metrics.evaluated_epochs():
+                pending = evaluator.submit(self._eval_job(self.epoch))
+                pending_stats = self.epoch_stats
+            for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                seconds = self._train_epoch(epoch, bar)
+                stats = self._collect_epoch_stats(seconds)
+                if pending is not None:
+                    self._record(pending.result(), pending_stats, writer, bar)
+                self.epoch, self.epoch_stats = epoch, stats
+                save_checkpoint(self.run_dir / "checkpoint.pt", self.state())
+                pending, pending_stats = evaluator.submit(self._eval_job(epoch)), stats
+            if pending is not None:
+                self._record(pending.result(), pending_stats, writer, bar)
+        finally:
+            bar.close()
+            evaluator.close()
+            writer.close()
+        plot_learning_curves(self.run_dir)
+
+    def _warmup(self) -> None:
+        """Fill every replay memory with ``replay.warmup`` uniformly random steps per task."""
+        seed = self.config.run.seed
+        rngs = [derive_rng(seed, m, "warmup") for m in range(self.n_members)]
+        self._reset_envs("warmup")
+        for _ in range(self.config.replay.warmup):
+            actions = np.stack([(rng.random(self.n_tasks) * self.n_actions).astype(np.int64) for rng in rngs])
+            self._step_envs(actions)
+
+    def _train_epoch(self, epoch: int, bar) -> float:
+        """``steps_per_epoch`` joint steps of epsilon-greedy acting, each followed by an update."""
+        cfg = self.config
+        steps, batch_size = cfg.run.steps_per_epoch, cfg.learner.batch_size
+        # Every random number of the epoch, drawn up front from each member's own streams.
+        explore_u, action_u, sample_u = [], [], []
+        for m in range(self.n_members):
+            act_rng = derive_rng(cfg.run.seed, m, "act", epoch)
+            explore_u.append(act_rng.random((steps, self.n_tasks)))
+            action_u.append(act_rng.random((steps, self.n_tasks)))
+            sample_u.append(
+                derive_rng(cfg.run.seed, m, "sample", epoch).random((steps, self.n_tasks, batch_size))
+            )
+        explore_u, action_u, sample_u = (np.stack(u, axis=1) for u in (explore_u, action_u, sample_u))
+        random_actions = (action_u * self.n_actions).astype(np.int64)  # uniform over each task's actions
+        bar.set_description(f"{self.run_dir.name} epoch {epoch}/{cfg.run.epochs}", refresh=False)
+        self._reset_envs("train", epoch)
+        params = self.net.numpy_params()
+        on_cpu = self.device.type == "cpu"
+        kinds = self.net.layer_kinds()
+        start = time.perf_counter()
+        for step in range(steps):
+            self.env_steps += 1
+            explore = explore_u[step] < epsilon(self.env_steps, cfg.exploration)
+            actions = random_actions[step]
+            if not explore.all():
+                if not on_cpu:  # views follow CPU updates; other devices need a fresh copy
+                    params = self.net.numpy_params()
+                greedy = masked_greedy(q_values(params, kinds, self._obs)[:, :, 0], self.action_mask)
+                actions = np.where(explore, actions, greedy)
+            self._step_envs(actions)
+            if self.env_steps % cfg.learner.train_frequency == 0:
+                self.learner.update(self.replay.gather(self.replay.sample_indices(sample_u[step])))
+            if (step + 1) % 250 == 0:
+                bar.update(250)
+        bar.update(steps % 250)
+        seconds = time.perf_counter() - start
+        self.wall_s += seconds
+        return seconds
+
+    def _reset_envs(self, phase: str, epoch: int = 0) -> None:
+        seed = self.config.run.seed
+        for m, row in enumerate(self.envs):
+            for t, env in enumerate(row):
+                obs, _ = env.reset(seed=derive_seed(seed, m, phase, epoch, t))
+                self._obs[m, t, 0, : obs.shape[0]] = obs
+
+    def _step_envs(self, actions: np.ndarray) -> None:
+        """Step every env once, store the transitions, reset finished episodes."""
+        obs = self._obs[:, :, 0].copy()
+        next_obs = np.zeros_like(obs)
+        reward = np.zeros(actions.shape, dtype=np.float32)
+        terminal = np.zeros(actions.shape, dtype=np.float32)
+        for m, row in enumerate(self.envs):
+            for t, env in enumerate(row):
+                o, r, terminated, truncated, _ = env.step(int(actions[m, t]))
+                d = o.shape[0]
+                next_obs[m, t, :d] = o
+                reward[m, t] = r
+                terminal[m, t] = terminated  # a horizon cut (truncated) is not a terminal: bootstrap
+                if terminated or truncated:
+                    o, _ = env.reset()
+                self._obs[m, t, 0, :d] = o
+        self.replay.add(obs, actions, reward, next_obs, terminal)
+
+    # --- evaluation and logging -----------------------------------------------------------------------
+
+    def _eval_job(self, epoch: int) -> EvalJob:
+        return EvalJob(
+            tasks=self.config.tasks,
+            params=[(w.copy(), b.copy()) for w, b in self.net.numpy_params()],
+            kinds=self.net.layer_kinds(),
+            action_mask=self.action_mask,
+            obs_max=self.net.obs_max,
+            n_steps=self.config.run.eval_steps,
+            epsilon=self.config.exploration.eval_epsilon,
+            seed=self.config.run.seed,
+            epoch=epoch,
+        )
+
+    def _collect_epoch_stats(self, seconds: float) -> dict:
+        stats = self.learner.pop_stats()
+        joint_steps = self.config.run.steps_per_epoch if seconds > 0 else 0
+        return {
+            "loss": stats["loss"],
+            "mean_q": stats["mean_q"],
+            "epsilon": epsilon(self.env_steps, self.config.exploration) if self.env_steps else 1.0,
+            "env_steps": self.env_steps,
+            "updates": self.learner.n_updates,
+            "steps_per_s": joint_steps * self.n_tasks * self.n_members / seconds if seconds > 0 else 0.0,
+            "wall_s": self.wall_s,
+        }
+
+    def _record(self, result: EvalResult, stats: dict, writer, bar) -> None:
+        rows = []
+        for m in range(self.n_members):
+            for t, spec in enumerate(self.specs):
+                rows.append(
+                    {
+                        "epoch": result.epoch,
+                        "member": m,
+                        "task": t,
+                        "task_name": spec.name,
+                        "J": float(result.j[m, t]),
+                        "return": float(result.ret[m, t]),
+                        "episodes": int(result.episodes[m, t]),
+                        "loss": float(stats["loss"][m, t]),
+                        "mean_q": float(stats["mean_q"][m, t]),
+                        "epsilon": float(stats["epsilon"]),
+                        "env_steps": int(stats["env_steps"]),
+                        "updates": int(stats["updates"]),
+                        "steps_per_s": float(stats["steps_per_s"]),
+                        "wall_s": float(stats["wall_s"]),
+                    }
+                )
+        self.metrics.append(rows)
+        for row in rows:
+            if row["member"] != 0:
+                continue
+            tag = row["task_name"]
+            for key in ("J", "return", "loss", "mean_q", "epsilon"):
+                if np.isfinite(row[key]):
+                    writer.add_scalar(f"{tag}/{key}", row[key], result.epoch)
+        writer.add_scalar("speed/env_steps_per_s", stats["steps_per_s"], result.epoch)
+        writer.flush()
+        scores = " ".join(f"{s.name}={result.j[0, t]:.3g}" for t, s in enumerate(self.specs))
+        bar.set_postfix_str(f"eval@{result.epoch}: J {scores}", refresh=True)
+
+    def _tensorboard(self, purge_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge_step)
+
+    def _progress_bar(self):
+        from tqdm import tqdm
+
+        steps = self.config.run.steps_per_epoch
+        return tqdm(
+            total=self.config.run.epochs * steps,
+            initial=min(max(self.epoch, 0), self.config.run.epochs) * steps,
+            unit="step",
+            unit_scale=True,
+            desc=self.run_dir.name,
+            disable=not self.progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )

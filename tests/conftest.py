@@ -1,0 +1,32 @@
+"""Shared helpers: small configurations that run in seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mtdqn.config import Config, ExplorationConfig, LearnerConfig, ReplayConfig, RunConfig, TaskConfig
+
+
+def small_config(**run_overrides) -> Config:
+    """Cart-Pole + Acrobot + Car-On-Hill, tiny budget: distinct obs sizes (4, 6, 2) and actions (2, 3, 2)."""
+    run = dataclasses.replace(
+        RunConfig(epochs=2, steps_per_epoch=60, eval_steps=50, background_eval=False), **run_overrides
+    )
+    return Config(
+        tasks=[
+            TaskConfig("CartPole-v1", gamma=0.99, horizon=500),
+            TaskConfig("Acrobot-v1", gamma=0.99, horizon=1000),
+            TaskConfig("mtdqn/CarOnHill-v0", gamma=0.95, horizon=100),
+        ],
+        replay=ReplayConfig(capacity=100, warmup=20),
+        learner=LearnerConfig(batch_size=16, target_update_every=10),
+        exploration=ExplorationConfig(eps_decay_steps=50),
+        run=run,
+    )
+
+
+@pytest.fixture
+def config() -> Config:
+    return small_config()

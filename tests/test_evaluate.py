@@ -1,0 +1,75 @@
+"""Evaluation: the paper's J on hand-made episodes, the protocol's determinism and placement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mtdqn.config import NetworkConfig, TaskConfig
+from mtdqn.evaluate import EvalJob, Evaluator, ScoreKeeper, run_evaluation
+from mtdqn.nets import MultiTaskQNetwork
+from mtdqn.tasks import task_specs
+
+
+def test_j_is_the_mean_discounted_return_of_completed_episodes() -> None:
+    keeper = ScoreKeeper(gamma=0.5)
+    for r, done in [(1, False), (1, False), (1, True), (-2, False), (4, True), (7, False), (7, False)]:
+        keeper.add(r, done)
+    j, ret, n = keeper.result()
+    # Episode 1: 1 + .5 + .25 = 1.75; episode 2: -2 + .5 * 4 = 0; the unfinished third is dropped.
+    assert n == 2
+    assert j == pytest.approx((1.75 + 0.0) / 2, abs=1e-15)
+    assert ret == pytest.approx((3 + 2) / 2, abs=1e-15)
+
+
+def test_j_is_zero_when_no_episode_ends() -> None:
+    keeper = ScoreKeeper(gamma=0.95)
+    for _ in range(2000):
+        keeper.add(0.0, False)
+    assert keeper.result() == (0.0, 0.0, 0)
+
+
+def test_cartpole_max_j_is_the_papers_99_343() -> None:
+    keeper = ScoreKeeper(gamma=0.99)
+    for k in range(500):
+        keeper.add(1.0, k == 499)
+    assert keeper.result()[0] == pytest.approx(99.34295, abs=1e-5)  # sum_{t<500} 0.99^t
+
+
+def _job(epoch: int = 0, n_steps: int = 300) -> EvalJob:
+    tasks = [
+        TaskConfig("CartPole-v1", gamma=0.99, horizon=500),
+        TaskConfig("mtdqn/InvertedPendulumDiscrete-v0", gamma=0.95, horizon=3000),
+    ]
+    net = MultiTaskQNetwork(task_specs(tasks), NetworkConfig(), seed=0)
+    return EvalJob(
+        tasks=tasks,
+        params=[(w.copy(), b.copy()) for w, b in net.numpy_params()],
+        kinds=net.layer_kinds(),
+        action_mask=net.action_mask.numpy(),
+        obs_max=net.obs_max,
+        n_steps=n_steps,
+        epsilon=0.0,
+        seed=3,
+        epoch=epoch,
+    )
+
+
+def test_evaluation_is_deterministic_and_counts_only_finished_episodes() -> None:
+    a, b = run_evaluation(_job()), run_evaluation(_job())
+    np.testing.assert_array_equal(a.j, b.j)
+    np.testing.assert_array_equal(a.episodes, b.episodes)
+    assert a.episodes[0, 0] >= 1 and a.j[0, 0] > 0
+    other = run_evaluation(_job(epoch=1))  # another epoch resets the environments from other seeds
+    assert not np.array_equal(a.j, other.j) or not np.array_equal(a.episodes, other.episodes)
+
+
+def test_background_evaluation_gives_the_same_numbers() -> None:
+    inline = Evaluator(background=False).submit(_job(n_steps=100)).result()
+    pool = Evaluator(background=True)
+    try:
+        remote = pool.submit(_job(n_steps=100)).result(timeout=120)
+    finally:
+        pool.close()
+    np.testing.assert_array_equal(inline.j, remote.j)
+    np.testing.assert_array_equal(inline.ret, remote.ret)

@@ -1,0 +1,153 @@
+"""The update: TD targets (terminal, per-task gamma, masking, Double DQN), target cadence, independence."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mtdqn.config import LearnerConfig, NetworkConfig
+from mtdqn.learner import DQNLearner
+from mtdqn.nets import MultiTaskQNetwork
+from mtdqn.replay import Batch
+from mtdqn.tasks import TaskSpec
+
+SPECS = [TaskSpec("two-actions", 4, 2, 0.9, 10), TaskSpec("three-actions", 6, 3, 0.5, 10)]
+
+
+def _batch(net: MultiTaskQNetwork, n: int = 8, seed: int = 0) -> Batch:
+    gen = torch.Generator().manual_seed(seed)
+    obs = torch.randn(1, 2, n, 6, generator=gen)
+    next_obs = torch.randn(1, 2, n, 6, generator=gen)
+    obs[:, 0, :, 4:] = 0
+    next_obs[:, 0, :, 4:] = 0
+    action = torch.stack([torch.randint(0, k, (n,), generator=gen) for k in net.n_actions]).unsqueeze(0)
+    reward = torch.randn(1, 2, n, generator=gen)
+    terminal = (torch.rand(1, 2, n, generator=gen) < 0.3).float()
+    return Batch(obs, action, reward, next_obs, terminal)
+
+
+def _learner(share: bool = True, **kw) -> DQNLearner:
+    net = MultiTaskQNetwork(SPECS, NetworkConfig(width=16), share=share, seed=0)
+    return DQNLearner(net, [s.gamma for s in SPECS], LearnerConfig(**kw))
+
+
+def test_td_target_uses_task_gamma_terminal_and_valid_actions_only() -> None:
+    learner = _learner()
+    with torch.no_grad():  # make the padded action of task 0 the largest Q by far
+        learner.target.biases[-1][0, 0, 0, 2] = 1e6
+    batch = _batch(learner.online)
+    y = learner.td_target(batch)
+    q_next = learner.target(batch.next_obs)
+    for t, spec in enumerate(SPECS):
+        v = q_next[0, t, :, : spec.n_actions].max(-1).values
+        expected = batch.reward[0, t] + spec.gamma * (1 - batch.terminal[0, t]) * v
+        torch.testing.assert_close(y[0, t], expected)
+    assert y[0, 0].abs().max() < 1e3  # the padded action never entered the target
+    terminal = batch.terminal.bool()
+    torch.testing.assert_close(y[terminal], batch.reward[terminal], rtol=0, atol=0)
+
+
+def test_double_dqn_target_takes_the_online_argmax_and_the_target_value() -> None:
+    learner = _learner(double_dqn=True)
+    with torch.no_grad():
+        for w in learner.target.weights:
+            w.mul_(-1.5)  # target and online now disagree
+        learner.online.biases[-1][0, 0, 0, 2] = 1e6  # padded action: never the argmax
+    batch = _batch(learner.online)
+    y = learner.td_target(batch)
+    q_online, q_target = learner.online(batch.next_obs), learner.target(batch.next_obs)
+    for t, spec in enumerate(SPECS):
+        a = q_online[0, t, :, : spec.n_actions].argmax(-1)
+        v = q_target[0, t].gather(-1, a[:, None]).squeeze(-1)
+        expected = batch.reward[0, t] + spec.gamma * (1 - batch.terminal[0, t]) * v
+        torch.testing.assert_close(y[0, t], expected)
+
+
+def test_target_network_is_copied_every_c_updates() -> None:
+    learner = _learner(target_update_every=5)
+    batch = _batch(learner.online)
+    initial = [p.clone() for p in learner.target.parameters()]
+    for _ in range(4):
+        learner.update(batch)
+    for p, p0 in zip(learner.target.parameters(), initial, strict=True):
+        assert torch.equal(p, p0)  # untouched before the 5th update
+    learner.update(batch)
+    snapshot = [p.clone() for p in learner.online.parameters()]
+    for p, q in zip(learner.target.parameters(), snapshot, strict=True):
+        assert torch.equal(p, q)  # exact copy at the 5th
+    for _ in range(4):
+        learner.update(batch)
+    for p, q in zip(learner.target.parameters(), snapshot, strict=True):
+        assert torch.equal(p, q)  # held until the 10th
+    assert not all(torch.equal(p, q) for p, q in zip(learner.online.parameters(), snapshot, strict=True))
+
+
+def test_loss_is_the_mean_huber_over_the_multitask_batch() -> None:
+    learner = _learner(lr=1e-12)
+    batch = _batch(learner.online)
+    y = learner.td_target(batch)
+    q = learner.online(batch.obs).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
+    err = (q - y).abs()
+    huber = torch.where(err < 1, 0.5 * err**2, err - 0.5)
+    learner.update(batch)
+    stats = learner.pop_stats()
+    torch.testing.assert_close(stats["loss"], huber.mean(-1).detach())
+    torch.testing.assert_close(stats["mean_q"], q.mean(-1).detach())
+
+
+def test_padded_head_outputs_are_never_trained() -> None:
+    learner = _learner()
+    before = learner.online.weights[-1][0, 0, 2].clone()
+    for seed in range(20):
+        learner.update(_batch(learner.online, seed=seed))
+    assert torch.equal(learner.online.weights[-1][0, 0, 2], before)
+    assert not torch.equal(learner.online.weights[-1][0, 0, 1], learner.target.weights[-1][0, 0, 1] * 0)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_task_zero_learning_depends_on_task_one_data_only_when_shared(share: bool) -> None:
+    """Single-task mode: T independent DQNs. Shared mode: task 1's data moves task 0's Q function."""
+    runs = []
+    for other_seed in (1, 2):
+        learner = _learner(share=share)
+        for step in range(10):
+            a, b = (
+                _batch(learner.online, seed=100 + step),
+                _batch(learner.online, seed=other_seed * 1000 + step),
+            )
+            mixed = Batch(
+                *(
+                    torch.cat([x[:, :1], y[:, 1:]], dim=1)
+                    for x, y in zip(vars(a).values(), vars(b).values(), strict=True)
+                )
+            )
+            learner.update(mixed)
+        runs.append(learner.online(_batch(learner.online, seed=7).obs)[0, 0].detach())
+    assert torch.equal(runs[0], runs[1]) is (not share)
+
+
+def test_single_mode_equals_an_independent_single_task_learner() -> None:
+    pair = _learner(share=False)
+    alone_net = MultiTaskQNetwork(SPECS[:1], NetworkConfig(width=16), share=False, seed=0)
+    with torch.no_grad():
+        for w_alone, w_pair in zip(alone_net.parameters(), pair.online.parameters(), strict=True):
+            w_alone.copy_(w_pair[:, :1, ..., : w_alone.shape[-2], : w_alone.shape[-1]])
+    alone = DQNLearner(alone_net, [SPECS[0].gamma], LearnerConfig())
+    alone.target = copy.deepcopy(alone_net).requires_grad_(False)
+    for step in range(5):
+        batch = _batch(pair.online, seed=step)
+        pair.update(batch)
+        alone.update(
+            Batch(
+                batch.obs[:, :1, :, :4],
+                batch.action[:, :1],
+                batch.reward[:, :1],
+                batch.next_obs[:, :1, :, :4],
+                batch.terminal[:, :1],
+            )
+        )
+    q_pair = pair.online(_batch(pair.online, seed=9).obs)[0, 0, :, :2]
+    q_alone = alone.online(_batch(pair.online, seed=9).obs[:, :1, :, :4])[0, 0, :, :2]
+    torch.testing.assert_close(q_pair, q_alone, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,67 @@
+"""Replay: ring buffer, per-task quotas, uniform sampling, round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtdqn.replay import MultiTaskReplay
+
+
+def _add(replay: MultiTaskReplay, step: int) -> None:
+    s, t = replay.shape
+    d = replay.obs_dim
+    # Encode (task, step) in every field so that rows can be traced.
+    obs = np.zeros((s, t, d), np.float32)
+    obs[..., 0] = np.arange(t)[None, :]
+    obs[..., 1] = step
+    next_obs = obs + 0.5
+    action = np.full((s, t), step % 3)
+    reward = np.full((s, t), float(step), np.float32)
+    terminal = np.full((s, t), step % 2 == 0)
+    replay.add(obs, action, reward, next_obs, terminal)
+
+
+def test_ring_buffer_overwrites_the_oldest() -> None:
+    replay = MultiTaskReplay(1, 2, capacity=5, obs_dim=3)
+    for step in range(7):
+        _add(replay, step)
+    assert len(replay) == 5 and replay.position == 2
+    idx = np.arange(5)[None, None, :].repeat(2, axis=1)
+    batch = replay.gather(idx)
+    assert batch.obs[0, 0, :, 1].tolist() == [5.0, 6.0, 2.0, 3.0, 4.0]
+    assert batch.next_obs[0, 0, :, 1].tolist() == [5.5, 6.5, 2.5, 3.5, 4.5]
+    assert batch.reward[0, 1].tolist() == [5.0, 6.0, 2.0, 3.0, 4.0]
+    assert batch.action[0, 1].tolist() == [2, 0, 2, 0, 1]
+    assert batch.terminal[0, 1].tolist() == [0.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def test_every_task_fills_exactly_its_quota_from_its_own_memory() -> None:
+    replay = MultiTaskReplay(2, 3, capacity=50, obs_dim=4)
+    for step in range(30):
+        _add(replay, step)
+    idx = replay.sample_indices(np.random.default_rng(0).random((2, 3, 64)))
+    assert idx.shape == (2, 3, 64)
+    batch = replay.gather(idx)
+    assert batch.obs.shape == (2, 3, 64, 4)
+    for t in range(3):
+        assert (batch.obs[:, t, :, 0] == t).all()  # rows of task t come from task t's memory
+    assert idx.min() >= 0 and idx.max() < 30  # only filled slots
+
+
+def test_sampling_is_uniform_over_filled_slots() -> None:
+    replay = MultiTaskReplay(1, 1, capacity=10, obs_dim=2)
+    for step in range(10):
+        _add(replay, step)
+    idx = replay.sample_indices(np.random.default_rng(0).random((1, 1, 100_000)))
+    freq = np.bincount(idx.ravel(), minlength=10) / idx.size
+    np.testing.assert_allclose(freq, 0.1, atol=0.005)
+
+
+def test_state_dict_round_trip() -> None:
+    replay = MultiTaskReplay(1, 2, capacity=8, obs_dim=3)
+    for step in range(11):
+        _add(replay, step)
+    copy = MultiTaskReplay(1, 2, capacity=8, obs_dim=3)
+    copy.load_state_dict(replay.state_dict())
+    assert (copy.position, copy.size) == (replay.position, replay.size)
+    assert copy.storage.equal(replay.storage)

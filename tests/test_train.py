@@ -1,0 +1,108 @@
+"""Runs: determinism, resume equality (after a clean stop and after a crash), checkpoint safety."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import small_config
+
+from mtdqn.errors import UserError
+from mtdqn.train import Trainer
+
+TIMING = {"steps_per_s", "wall_s"}
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+def _train(run_dir: Path, **run) -> Trainer:
+    trainer = Trainer.create(small_config(**run), run_dir, progress=False)
+    trainer.run()
+    return trainer
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path: Path) -> None:
+    a = _train(tmp_path / "a")
+    b = _train(tmp_path / "b")
+    c = _train(tmp_path / "c", seed=1)
+    assert _metrics(a.run_dir) == _metrics(b.run_dir)
+    assert len(_metrics(a.run_dir)) == 3 * 3  # epochs 0, 1, 2 x three tasks
+    assert _metrics(a.run_dir) != _metrics(c.run_dir)
+    for p, q in zip(a.net.parameters(), b.net.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert (a.run_dir / "plots" / "learning_curves.png").stat().st_size > 10_000
+    assert any((a.run_dir / "tb").iterdir())
+
+
+def test_background_evaluation_does_not_change_the_run(tmp_path: Path) -> None:
+    inline = _train(tmp_path / "inline")
+    background = _train(tmp_path / "background", background_eval=True)
+    assert _metrics(inline.run_dir) == _metrics(background.run_dir)
+
+
+def test_resume_after_a_finished_shorter_run_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight = _train(tmp_path / "straight", epochs=3)
+    _train(tmp_path / "resumed", epochs=1)
+    resumed = Trainer.resume(tmp_path / "resumed", epochs=3, progress=False)
+    assert resumed.epoch == 1
+    resumed.run()
+    assert _metrics(straight.run_dir) == _metrics(resumed.run_dir)
+    for p, q in zip(straight.net.parameters(), resumed.net.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_resume_after_a_crash_mid_epoch_equals_an_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
+    straight = _train(tmp_path / "straight", epochs=3)
+    crashing = Trainer.create(small_config(epochs=3), tmp_path / "crashed", progress=False)
+    original = Trainer._step_envs
+
+    def crash_in_epoch_three(self, actions):
+        if self.env_steps == 150:  # epoch 3 holds learning steps 121..180
+            raise KeyboardInterrupt
+        return original(self, actions)
+
+    monkeypatch.setattr(Trainer, "_step_envs", crash_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.run()
+    monkeypatch.setattr(Trainer, "_step_envs", original)
+    resumed = Trainer.resume(tmp_path / "crashed", progress=False)
+    assert resumed.epoch == 2
+    resumed.run()
+    assert _metrics(straight.run_dir) == _metrics(resumed.run_dir)
+
+
+def test_corrupt_checkpoint_is_a_user_error(tmp_path: Path) -> None:
+    trainer = _train(tmp_path / "run", epochs=1)
+    ckpt = trainer.run_dir / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(UserError, match="corrupt"):
+        Trainer.resume(trainer.run_dir, progress=False)
+
+
+def test_checkpoint_of_another_configuration_is_a_user_error(tmp_path: Path) -> None:
+    a = _train(tmp_path / "a", epochs=1)
+    b = _train(tmp_path / "b", epochs=1, seed=5)
+    (a.run_dir / "checkpoint.pt").write_bytes((b.run_dir / "checkpoint.pt").read_bytes())
+    with pytest.raises(UserError, match="different configuration"):
+        Trainer.resume(a.run_dir, progress=False)
+
+
+def test_checkpoint_holds_no_arbitrary_objects(tmp_path: Path) -> None:
+    trainer = _train(tmp_path / "run", epochs=1)
+    state = torch.load(trainer.run_dir / "checkpoint.pt", weights_only=True)  # raises on any object
+    assert state["epoch"] == 1 and state["env_steps"] == 60
+
+
+def test_existing_run_folder_is_not_overwritten_without_consent(tmp_path: Path) -> None:
+    trainer = _train(tmp_path / "run", epochs=1)
+    before = (trainer.run_dir / "metrics.csv").read_bytes()
+    with pytest.raises(UserError, match="already exists"):
+        Trainer.create(small_config(), trainer.run_dir, progress=False)
+    assert (trainer.run_dir / "metrics.csv").read_bytes() == before
+    Trainer.create(small_config(), trainer.run_dir, overwrite=True, progress=False)
+    assert not (trainer.run_dir / "metrics.csv").exists()
