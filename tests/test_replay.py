@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from mtdqn.replay import MultiTaskReplay
 
@@ -65,3 +66,18 @@ def test_state_dict_round_trip() -> None:
     copy.load_state_dict(replay.state_dict())
     assert (copy.position, copy.size) == (replay.position, replay.size)
     assert copy.storage.equal(replay.storage)
+
+
+def test_planned_indices_follow_the_growing_fill_level() -> None:
+    replay = MultiTaskReplay(1, 2, capacity=6, obs_dim=2)
+    for step in range(2):
+        _add(replay, step)
+    uniform = np.full((5, 1, 2, 1), 0.999)  # always the newest filled slot
+    rows = replay.plan_indices(uniform, adds_before=np.array([1, 2, 3, 4, 8])).numpy()
+    # Sizes then are 3, 4, 5, 6, 6 (capped at capacity): the last slots are 2, 3, 4, 5, 5 in each task block.
+    assert rows[:, 0].tolist() == [2, 3, 4, 5, 5]
+    assert rows[:, 1].tolist() == [8, 9, 10, 11, 11]
+    for step in range(2, 5):
+        _add(replay, step)
+    batch = replay.gather_rows(torch.as_tensor(rows[2]), 1)  # after 3 more adds: slot 4 holds step 4
+    assert batch.obs[0, :, 0, 1].tolist() == [4.0, 4.0]

@@ -121,21 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a multi-task (or single-task baseline) DQN",
         description="Train a multi-task DQN (or the single-task baseline) and write a run folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     tasks = train.add_argument_group("tasks")
     tasks.add_argument(
         "--preset",
         choices=sorted(TASK_PRESETS),
         help="task set: "
-        + "; ".join(f"{k} = {', '.join(t.env_id for t in v)}" for k, v in TASK_PRESETS.items()),
+        + "; ".join(f"{k} = {', '.join(t.env_id for t in v)}" for k, v in TASK_PRESETS.items())
+        + " (default: none; give --preset or --task)",
     )
     tasks.add_argument(
         "--task",
         dest="tasks",
         action="append",
         metavar="ENV_ID",
-        help="a Gymnasium id with discrete actions and a flat Box observation (repeatable; instead of --preset)",
+        help="a Gymnasium id with discrete actions and a flat Box observation "
+        "(repeatable; instead of --preset; default: none)",
     )
     tasks.add_argument(
         "--gamma",
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate in this process instead of a second one (same numbers, slower)",
     )
     run.add_argument("--name", help="run folder name (default: <preset or tasks>-<mode>-seed<seed>)")
-    run.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
+    run.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     run.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -247,7 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="evaluate a run's latest checkpoint",
         description="Evaluate the latest checkpoint of a run with the paper's protocol and print J per task.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ev.add_argument("run_dir", help="the run folder, e.g. runs/deramo-gym-multi-seed0")
     ev.add_argument("--steps", type=_positive_int, help="steps per task (default: the run's eval_steps)")
@@ -281,7 +281,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             continue
         if len(values) not in (1, len(tasks)):
             raise UserError(
-                f"--{field_name} got {len(values)} values for {len(tasks)} tasks; give one value or one per task"
+                f"--{field_name} got {len(values)} values for {len(tasks)} tasks; "
+                "give one value or one per task"
             )
         for task, value in zip(tasks, values * len(tasks) if len(values) == 1 else values, strict=False):
             setattr(task, field_name, value)

@@ -15,7 +15,9 @@ while the next epoch trains (``background_eval``); both placements give identica
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -112,13 +114,21 @@ def run_evaluation(job: EvalJob) -> EvalResult:
     return EvalResult(job.epoch, scores[..., 0], scores[..., 1], scores[..., 2].astype(np.int64))
 
 
+def _lower_priority() -> None:
+    """Let the learner win the cores: the evaluation has a whole epoch to finish."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)
+
+
 class Evaluator:
     """Runs evaluations inline or in one background process; results come back as futures."""
 
     def __init__(self, background: bool) -> None:
         self._pool = None
         if background:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+            )
 
     def submit(self, job: EvalJob) -> Future:
         if self._pool is not None:

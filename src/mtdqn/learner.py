@@ -33,7 +33,12 @@ class DQNLearner:
         self.target = copy.deepcopy(online).requires_grad_(False)
         device = online.action_mask.device
         self.gamma = torch.tensor(gammas, dtype=torch.float32, device=device).reshape(1, -1, 1)
-        self.invalid = ~online.action_mask.reshape(1, online.n_tasks, 1, -1)
+        # 0 for a task's valid actions, -inf for its padded ones: added before every max over actions.
+        self.action_penalty = (
+            torch.zeros(online.action_mask.shape, device=device)
+            .masked_fill(~online.action_mask, float("-inf"))
+            .reshape(1, online.n_tasks, 1, -1)
+        )
         self.optimizer = torch.optim.Adam(
             online.parameters(), lr=cfg.lr, eps=cfg.adam_eps, **_fast_adam_kwargs(device)
         )
@@ -47,29 +52,28 @@ class DQNLearner:
     def td_target(self, batch: Batch) -> torch.Tensor:
         """y = r + gamma_t * (1 - terminal) * V_target(s'), with V over the task's valid actions."""
         with torch.no_grad():
-            q_next = self.target(batch.next_obs).masked_fill(self.invalid, float("-inf"))
+            q_next = self.target(batch.next_obs) + self.action_penalty
             if self.cfg.double_dqn:
-                q_online = self.online(batch.next_obs).masked_fill(self.invalid, float("-inf"))
-                v_next = q_next.gather(-1, q_online.argmax(-1, keepdim=True)).squeeze(-1)
+                a_next = (self.online(batch.next_obs) + self.action_penalty).argmax(-1, keepdim=True)
+                v_next = q_next.gather(-1, a_next).squeeze(-1)
             else:
                 v_next = q_next.amax(-1)
-            return batch.reward + self.gamma * (1.0 - batch.terminal) * v_next
+            return torch.addcmul(batch.reward, self.gamma * (1.0 - batch.terminal), v_next)
 
     def update(self, batch: Batch) -> None:
         """One gradient step on the joint Huber loss, then the target copy when it is due."""
         y = self.td_target(batch)
         q = self.online(batch.obs).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
         per_task = F.huber_loss(q, y, reduction="none", delta=self.cfg.huber_delta).mean(-1)  # (S, T)
-        task_weight = 1.0 / per_task.shape[1] if self.online.share else 1.0
-        loss = per_task.sum() * task_weight
+        loss = per_task.mean(1).sum() if self.online.share else per_task.sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.n_updates += 1
         if self.n_updates % self.cfg.target_update_every == 0:
             self.sync_target()
-        self._loss_sum += per_task.detach()
-        self._q_sum += q.detach().mean(-1)
+        self._loss_sum.add_(per_task.detach())
+        self._q_sum.add_(q.detach().mean(-1))
         self._stat_updates += 1
 
     @torch.no_grad()

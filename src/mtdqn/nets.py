@@ -128,32 +128,31 @@ class MultiTaskQNetwork(nn.Module):
         w[:, :fan_in].uniform_(-bound, bound, generator=gen)
         b.uniform_(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in), generator=gen)
 
-    def _layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def _layer(self, i: int, x: torch.Tensor, s: int, t: int) -> torch.Tensor:
+        """Layer i on ``x`` of shape ``(S * T, B, in)`` (rows grouped by member and task)."""
         layer, w, b = self.plan[i], self.weights[i], self.biases[i]
-        s, t, n, _ = x.shape
-        if layer.shared:
-            y = torch.baddbmm(b, x.reshape(s, t * n, layer.in_dim), w.transpose(1, 2))
-        else:
-            y = torch.baddbmm(
-                b.reshape(s * t, 1, layer.out_dim),
-                x.reshape(s * t, n, layer.in_dim),
-                w.reshape(s * t, layer.out_dim, layer.in_dim).transpose(1, 2),
-            )
-        return _ACT[layer.activation](y.reshape(s, t, n, layer.out_dim))
+        n = x.shape[1]
+        if layer.shared:  # one matmul per member over the rows of all its tasks
+            y = torch.baddbmm(b, x.view(s, t * n, layer.in_dim), w.transpose(1, 2)).view(s * t, n, -1)
+        else:  # one batched matmul over (member, task) groups, each with its own weights
+            w = w.view(s * t, layer.out_dim, layer.in_dim).transpose(1, 2)
+            y = torch.baddbmm(b.view(s * t, 1, layer.out_dim), x, w)
+        return _ACT[layer.activation](y)
+
+    def _run(self, obs: torch.Tensor, n_layers: int) -> torch.Tensor:
+        s, t, n, d = obs.shape
+        x = obs.reshape(s * t, n, d)
+        for i in range(n_layers):
+            x = self._layer(i, x, s, t)
+        return x.view(s, t, n, -1)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Q values ``(S, T, B, A_max)`` of padded observations ``(S, T, B, obs_max)``."""
-        x = obs
-        for i in range(len(self.plan)):
-            x = self._layer(i, x)
-        return x
+        return self._run(obs, len(self.plan))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Shared features ``(S, T, B, width)``: the output of the last shared layer."""
-        x = obs
-        for i in range(self.feature_layer + 1):
-            x = self._layer(i, x)
-        return x
+        return self._run(obs, self.feature_layer + 1)
 
     def parameter_count(self, count_padded_actions: bool = False) -> int:
         """Trainable parameters of one member that can affect a valid Q value.

@@ -72,16 +72,31 @@ class MultiTaskReplay:
     def sample_indices(self, uniform: np.ndarray) -> np.ndarray:
         """Slot indices ``(S, T, B)`` from uniform draws in [0, 1): uniform over the filled slots.
 
-        The caller draws ``uniform`` from each member's own stream (a whole epoch at once is cheapest), so
-        member k's samples never depend on the other members.
+        The caller draws ``uniform`` from each member's own stream, so member k's samples never depend on
+        the other members.
         """
         return (uniform * self.size).astype(np.int64)
 
+    def plan_indices(self, uniform: np.ndarray, adds_before: np.ndarray) -> torch.Tensor:
+        """Flat row indices for a whole phase of samples at once: ``uniform`` is ``(N, S, T, B)``.
+
+        Sample k is drawn after ``adds_before[k]`` more joint steps have been stored than now, so its slots
+        are uniform over the slots filled by then; row k of the result feeds :meth:`gather_rows`.
+        """
+        n = uniform.shape[0]
+        sizes = np.minimum(self.size + np.asarray(adds_before), self.capacity)
+        slots = (uniform * sizes.reshape(n, 1, 1, 1)).astype(np.int64)
+        return torch.from_numpy((slots + self._block_offset).reshape(n, -1)).to(self.device)
+
     def gather(self, indices: np.ndarray) -> Batch:
-        """The transitions at ``indices`` ``(S, T, B)`` as a :class:`Batch`."""
-        s, t, b = indices.shape
+        """The transitions at slot ``indices`` ``(S, T, B)`` as a :class:`Batch`."""
         flat = torch.from_numpy((indices + self._block_offset).reshape(-1)).to(self.device)
-        rows = self.storage.view(-1, self.width).index_select(0, flat).view(s, t, b, self.width)
+        return self.gather_rows(flat, indices.shape[2])
+
+    def gather_rows(self, flat: torch.Tensor, batch_size: int) -> Batch:
+        """The transitions at flat row indices (from :meth:`plan_indices`) as a :class:`Batch`."""
+        s, t = self.shape
+        rows = self.storage.view(-1, self.width).index_select(0, flat).view(s, t, batch_size, self.width)
         d = self.obs_dim
         return Batch(
             obs=rows[..., :d],

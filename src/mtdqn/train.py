@@ -204,6 +204,10 @@ class Trainer:
             )
         explore_u, action_u, sample_u = (np.stack(u, axis=1) for u in (explore_u, action_u, sample_u))
         random_actions = (action_u * self.n_actions).astype(np.int64)  # uniform over each task's actions
+        every = cfg.learner.train_frequency
+        first = every - 1 - self.env_steps % every  # index of this epoch's first update step
+        update_steps = np.arange(first, steps, every)
+        rows = self.replay.plan_indices(sample_u[update_steps], adds_before=update_steps + 1)
         bar.set_description(f"{self.run_dir.name} epoch {epoch}/{cfg.run.epochs}", refresh=False)
         self._reset_envs("train", epoch)
         params = self.net.numpy_params()
@@ -220,8 +224,8 @@ class Trainer:
                 greedy = masked_greedy(q_values(params, kinds, self._obs)[:, :, 0], self.action_mask)
                 actions = np.where(explore, actions, greedy)
             self._step_envs(actions)
-            if self.env_steps % cfg.learner.train_frequency == 0:
-                self.learner.update(self.replay.gather(self.replay.sample_indices(sample_u[step])))
+            if self.env_steps % every == 0:
+                self.learner.update(self.replay.gather_rows(rows[(step - first) // every], batch_size))
             if (step + 1) % 250 == 0:
                 bar.update(250)
         bar.update(steps % 250)

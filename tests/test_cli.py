@@ -1,0 +1,123 @@
+"""The command line: one-line errors with exit code 2, help with defaults, train/evaluate/plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mtdqn.cli import main
+
+TINY = [
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "40",
+    "--eval-steps",
+    "30",
+    "--warmup",
+    "10",
+    "--batch-size",
+    "8",
+    "--no-progress",
+    "--no-background-eval",
+]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mtdqn.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--task", "NoSuchEnv-v0"], "unknown environment"),
+        (["train", "--task", "Pendulum-v1"], "discrete actions"),
+        (["train", "--task", "CartPole-v1", "--epochs", "-1"], "--epochs"),
+        (["train", "--task", "CartPole-v1", "--batch-size", "0"], "not a positive integer"),
+        (["train", "--task", "CartPole-v1", "--gamma", "1.5"], "not in [0, 1]"),
+        (
+            ["train", "--task", "CartPole-v1", "--task", "Acrobot-v1", "--horizon", "1", "2", "3"],
+            "one per task",
+        ),
+        (["train"], "no task given"),
+        (["train", "--preset", "deramo-gym", "--task", "CartPole-v1"], "not both"),
+        (["train", "--preset", "nope"], "invalid choice"),
+        (["evaluate", "no/such/run"], "not an mtdqn run folder"),
+        (["plot", "no/such/run"], "no metrics.csv"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_code_2(
+    args: list[str], needle: str, tmp_path: Path, capsys
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        code = main([*args, "--runs-dir", str(tmp_path)] if args[0] == "train" else args)
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err
+    assert len(err.splitlines()) == 1
+    assert "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_run_folder_errors_and_resume_flags(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--task", "CartPole-v1", "--name", "r", "--runs-dir", str(tmp_path), *TINY]) == 0
+    run = tmp_path / "r"
+    metrics = (run / "metrics.csv").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--task", "CartPole-v1", "--name", "r", "--runs-dir", str(tmp_path), *TINY]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+    assert (run / "metrics.csv").read_bytes() == metrics  # nothing overwritten
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "corrupt" in err and len(err.splitlines()) == 1
+
+
+def test_train_evaluate_plot_end_to_end(tmp_path: Path) -> None:
+    proc = _run(
+        ["train", "--task", "CartPole-v1", "--task", "mtdqn/CarOnHill-v0", "--name", "e2e", *TINY], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "runs" / "e2e"
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["run"]["seed"] == 0 and "torch" in config["versions"]
+    assert (run / "plots" / "learning_curves.png").is_file()
+    # `evaluate` replays the run's own last evaluation exactly (same weights, same seeded environments).
+    proc = _run(["evaluate", str(run), "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(proc.stdout)
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    last = [r for r in rows if r[0] == "1"]
+    assert [round(float(r[4]), 10) for r in last] == [round(t["J"], 10) for t in scores["tasks"]]
+    proc = _run(["plot", str(run)], tmp_path)
+    assert proc.returncode == 0 and "learning_curves.png" in proc.stdout
+
+
+def test_help_documents_every_option_with_its_default() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtdqn.cli", "train", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    for option, default in [
+        ("--lr", "0.001"),
+        ("--batch-size", "100"),
+        ("--capacity", "5000"),
+        ("--target-update-every", "100"),
+        ("--eps-end", "0.01"),
+        ("--epochs", "50"),
+        ("--eval-steps", "2000"),
+        ("--seed", "0"),
+        ("--warmup", "100"),
+    ]:
+        assert option in text
+        assert f"default: {default})" in text, option
