@@ -106,3 +106,19 @@ def test_existing_run_folder_is_not_overwritten_without_consent(tmp_path: Path) 
     assert (trainer.run_dir / "metrics.csv").read_bytes() == before
     Trainer.create(small_config(), trainer.run_dir, overwrite=True, progress=False)
     assert not (trainer.run_dir / "metrics.csv").exists()
+
+
+def test_train_frequency_sets_the_update_count_and_resumes_exactly(tmp_path: Path) -> None:
+    def config(epochs: int):
+        c = small_config(epochs=epochs)
+        c.learner.train_frequency = 7  # 60 steps per epoch: updates at learning steps 7, 14, ..., 175
+        return c
+
+    straight = Trainer.create(config(3), tmp_path / "straight", progress=False)
+    straight.run()
+    assert straight.learner.n_updates == 180 // 7
+    Trainer.create(config(1), tmp_path / "resumed", progress=False).run()
+    resumed = Trainer.resume(tmp_path / "resumed", epochs=3, progress=False)
+    resumed.run()
+    assert resumed.learner.n_updates == 180 // 7
+    assert _metrics(straight.run_dir) == _metrics(resumed.run_dir)

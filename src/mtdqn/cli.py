@@ -368,7 +368,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from mtdqn.evaluate import run_evaluation
     from mtdqn.train import Trainer
 
-    trainer = Trainer.resume(Path(args.run_dir), progress=False)
+    trainer = Trainer.load(Path(args.run_dir), progress=False)
     if trainer.epoch < 0:
         raise UserError(f"{args.run_dir} has no checkpoint yet; train it first")
     job = trainer._eval_job(trainer.epoch)

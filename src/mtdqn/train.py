@@ -103,10 +103,10 @@ class Trainer:
         return trainer
 
     @classmethod
-    def resume(
+    def load(
         cls, run_dir: Path, epochs: int | None = None, device: str | None = None, progress: bool = True
     ) -> Trainer:
-        """Continue the run in ``run_dir`` after its last completed epoch (optionally to more epochs)."""
+        """The run in ``run_dir`` as of its last checkpoint, without writing anything."""
         run_dir = Path(run_dir)
         config = load_config(run_dir)
         if epochs is not None:
@@ -117,7 +117,15 @@ class Trainer:
         ckpt_path = run_dir / "checkpoint.pt"
         if ckpt_path.is_file():
             trainer.load_state(load_checkpoint(ckpt_path, trainer.fingerprint, map_location=trainer.device))
-        save_config(run_dir, config)
+        return trainer
+
+    @classmethod
+    def resume(
+        cls, run_dir: Path, epochs: int | None = None, device: str | None = None, progress: bool = True
+    ) -> Trainer:
+        """Continue the run in ``run_dir`` after its last completed epoch (optionally to more epochs)."""
+        trainer = cls.load(run_dir, epochs, device, progress)
+        save_config(trainer.run_dir, trainer.config)  # records a new epoch count or device
         return trainer
 
     def state(self) -> dict:
@@ -318,8 +326,8 @@ class Trainer:
                     writer.add_scalar(f"{tag}/{key}", row[key], result.epoch)
         writer.add_scalar("speed/env_steps_per_s", stats["steps_per_s"], result.epoch)
         writer.flush()
-        scores = " ".join(f"{s.name}={result.j[0, t]:.3g}" for t, s in enumerate(self.specs))
-        bar.set_postfix_str(f"eval@{result.epoch}: J {scores}", refresh=True)
+        scores = " ".join(f"{s.name[:12]}={result.j[0, t]:.3g}" for t, s in enumerate(self.specs))
+        bar.set_postfix_str(f"J@{result.epoch} {scores}", refresh=True)
 
     def _tensorboard(self, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter
