@@ -92,16 +92,16 @@ def main() -> None:
             lo, hi = np.percentile(ref[:, t], [5, 95], axis=0)
             ax.fill_between(x, lo, hi, color=colours[arm], alpha=0.12, label=f"paper {arm} 5-95%")
             ax.plot(x, ref[:, t].mean(0), color=colours[arm], lw=2, label=f"paper {arm} mean")
-            for k, curve in enumerate(ours[:, t]):
-                ax.plot(
-                    np.arange(len(curve)),
-                    curve,
-                    color=colours[arm],
-                    lw=0.7,
-                    ls="--",
-                    alpha=0.8,
-                    label=f"mtdqn {arm} seeds" if k == 0 else None,
-                )
+            for curve in ours[:, t]:
+                ax.plot(np.arange(len(curve)), curve, color=colours[arm], lw=0.5, alpha=0.25)
+            ax.plot(
+                np.arange(ours.shape[-1]),
+                ours[:, t].mean(0),
+                color=colours[arm],
+                lw=1.6,
+                ls="--",
+                label=f"mtdqn {arm} mean of {len(ours)} seeds (thin: seeds)",
+            )
             ax.set_title(task)
             ax.set_xlabel("epoch")
     axes[0].set_ylabel("J")
