@@ -43,7 +43,7 @@ def main() -> None:
         run=dataclasses.replace(
             RunConfig(),
             epochs=args.epochs,
-            seed=args.seed,
+            seeds=[args.seed],
             torch_threads=args.threads,
             background_eval=not args.no_background_eval,
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -89,15 +90,15 @@ def test_train_evaluate_plot_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "runs" / "e2e"
     config = json.loads((run / "config.json").read_text())
-    assert config["config"]["run"]["seed"] == 0 and "torch" in config["versions"]
+    assert config["config"]["run"]["seeds"] == [0] and "torch" in config["versions"]
     assert (run / "plots" / "learning_curves.png").is_file()
     # `evaluate` replays the run's own last evaluation exactly (same weights, same seeded environments).
     proc = _run(["evaluate", str(run), "--json"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     scores = json.loads(proc.stdout)
-    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
-    last = [r for r in rows if r[0] == "1"]
-    assert [round(float(r[4]), 10) for r in last] == [round(t["J"], 10) for t in scores["tasks"]]
+    with (run / "metrics.csv").open() as f:
+        last = [row for row in csv.DictReader(f) if row["epoch"] == "1"]
+    assert [round(float(r["J"]), 10) for r in last] == [round(t["J"], 10) for t in scores["tasks"]]
     proc = _run(["plot", str(run)], tmp_path)
     assert proc.returncode == 0 and "learning_curves.png" in proc.stdout
 
@@ -121,3 +122,18 @@ def test_help_documents_every_option_with_its_default() -> None:
     ]:
         assert option in text
         assert f"default: {default})" in text, option
+
+
+def test_seeds_train_a_population_in_one_run(tmp_path: Path, capsys) -> None:
+    args = ["train", "--task", "CartPole-v1", "--seeds", "3-5", "--runs-dir", str(tmp_path), *TINY]
+    assert main(args) == 0
+    run = tmp_path / "CartPole-v1-multi-seeds3-5"
+    with (run / "metrics.csv").open() as f:
+        assert sorted({row["seed"] for row in csv.DictReader(f)}) == ["3", "4", "5"]
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    assert [r["seed"] for r in json.loads(capsys.readouterr().out)["tasks"]] == [3, 4, 5]
+    for bad in ("2-1", "1,1", "x"):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "--task", "CartPole-v1", "--seeds", bad, "--runs-dir", str(tmp_path)])
+        assert exc.value.code == 2

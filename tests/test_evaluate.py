@@ -12,28 +12,38 @@ from mtdqn.tasks import task_specs
 
 
 def test_j_is_the_mean_discounted_return_of_completed_episodes() -> None:
-    keeper = ScoreKeeper(gamma=0.5)
-    for r, done in [(1, False), (1, False), (1, True), (-2, False), (4, True), (7, False), (7, False)]:
-        keeper.add(r, done)
-    j, ret, n = keeper.result()
+    keeper = ScoreKeeper(2, gamma=0.5)
+    # Copy 0: episodes [1, 1, 1] and [-2, 4], then an unfinished one; copy 1: one episode [3] then nothing.
+    steps = [
+        ((1, 3), (False, True)),
+        ((1, 0), (False, False)),
+        ((1, 0), (True, False)),
+        ((-2, 0), (False, False)),
+        ((4, 0), (True, False)),
+        ((7, 0), (False, False)),
+    ]
+    for rewards, dones in steps:
+        keeper.add(np.array(rewards, float), np.array(dones))
+    (j0, ret0, n0), (j1, ret1, n1) = keeper.result()
     # Episode 1: 1 + .5 + .25 = 1.75; episode 2: -2 + .5 * 4 = 0; the unfinished third is dropped.
-    assert n == 2
-    assert j == pytest.approx((1.75 + 0.0) / 2, abs=1e-15)
-    assert ret == pytest.approx((3 + 2) / 2, abs=1e-15)
+    assert (n0, n1) == (2, 1)
+    assert j0 == pytest.approx((1.75 + 0.0) / 2, abs=1e-15)
+    assert ret0 == pytest.approx((3 + 2) / 2, abs=1e-15)
+    assert (j1, ret1) == (3.0, 3.0)
 
 
 def test_j_is_zero_when_no_episode_ends() -> None:
-    keeper = ScoreKeeper(gamma=0.95)
+    keeper = ScoreKeeper(1, gamma=0.95)
     for _ in range(2000):
-        keeper.add(0.0, False)
-    assert keeper.result() == (0.0, 0.0, 0)
+        keeper.add(np.zeros(1), np.zeros(1, bool))
+    assert keeper.result().tolist() == [[0.0, 0.0, 0.0]]
 
 
 def test_cartpole_max_j_is_the_papers_99_343() -> None:
-    keeper = ScoreKeeper(gamma=0.99)
+    keeper = ScoreKeeper(1, gamma=0.99)
     for k in range(500):
-        keeper.add(1.0, k == 499)
-    assert keeper.result()[0] == pytest.approx(99.34295, abs=1e-5)  # sum_{t<500} 0.99^t
+        keeper.add(np.ones(1), np.array([k == 499]))
+    assert keeper.result()[0, 0] == pytest.approx(99.34295, abs=1e-5)  # sum_{t<500} 0.99^t
 
 
 def _job(epoch: int = 0, n_steps: int = 300) -> EvalJob:
@@ -41,7 +51,7 @@ def _job(epoch: int = 0, n_steps: int = 300) -> EvalJob:
         TaskConfig("CartPole-v1", gamma=0.99, horizon=500),
         TaskConfig("mtdqn/InvertedPendulumDiscrete-v0", gamma=0.95, horizon=3000),
     ]
-    net = MultiTaskQNetwork(task_specs(tasks), NetworkConfig(), seed=0)
+    net = MultiTaskQNetwork(task_specs(tasks), NetworkConfig(), seeds=0)
     return EvalJob(
         tasks=tasks,
         params=[(w.copy(), b.copy()) for w, b in net.numpy_params()],
@@ -50,7 +60,7 @@ def _job(epoch: int = 0, n_steps: int = 300) -> EvalJob:
         obs_max=net.obs_max,
         n_steps=n_steps,
         epsilon=0.0,
-        seed=3,
+        seeds=[3],
         epoch=epoch,
     )
 

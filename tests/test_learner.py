@@ -29,7 +29,7 @@ def _batch(net: MultiTaskQNetwork, n: int = 8, seed: int = 0) -> Batch:
 
 
 def _learner(share: bool = True, **kw) -> DQNLearner:
-    net = MultiTaskQNetwork(SPECS, NetworkConfig(width=16), share=share, seed=0)
+    net = MultiTaskQNetwork(SPECS, NetworkConfig(width=16), share=share, seeds=0)
     return DQNLearner(net, [s.gamma for s in SPECS], LearnerConfig(**kw))
 
 
@@ -130,7 +130,7 @@ def test_task_zero_learning_depends_on_task_one_data_only_when_shared(share: boo
 
 def test_single_mode_equals_an_independent_single_task_learner() -> None:
     pair = _learner(share=False)
-    alone_net = MultiTaskQNetwork(SPECS[:1], NetworkConfig(width=16), share=False, seed=0)
+    alone_net = MultiTaskQNetwork(SPECS[:1], NetworkConfig(width=16), share=False, seeds=0)
     with torch.no_grad():
         for w_alone, w_pair in zip(alone_net.parameters(), pair.online.parameters(), strict=True):
             w_alone.copy_(w_pair[:, :1, ..., : w_alone.shape[-2], : w_alone.shape[-1]])

@@ -18,7 +18,7 @@ def test_cartpole_learns_inside_a_multitask_network(tmp_path: Path) -> None:
             TaskConfig("mtdqn/CarOnHill-v0", gamma=0.95, horizon=100),
         ],
         exploration=ExplorationConfig(eps_decay_steps=2000),
-        run=RunConfig(epochs=4, steps_per_epoch=1000, eval_steps=1000, seed=0, background_eval=False),
+        run=RunConfig(epochs=4, steps_per_epoch=1000, eval_steps=1000, seeds=[0], background_eval=False),
     )
     trainer = Trainer.create(config, tmp_path / "run", progress=False)
     trainer.run()

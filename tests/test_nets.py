@@ -48,7 +48,7 @@ def _obs(net: MultiTaskQNetwork, batch: int = 5, members: int = 1) -> torch.Tens
 
 
 def test_padding_columns_are_never_read(deramo_specs: list[TaskSpec]) -> None:
-    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), seed=1)
+    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), seeds=1)
     obs = _obs(net)
     garbage = obs.clone()
     for t, d in enumerate(net.obs_dims):
@@ -59,7 +59,7 @@ def test_padding_columns_are_never_read(deramo_specs: list[TaskSpec]) -> None:
 
 
 def test_init_is_the_papers_xavier(deramo_specs: list[TaskSpec]) -> None:
-    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), seed=0)
+    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), seeds=0)
     shared = net.weights[1][0]  # 80 -> 80, gain sqrt(2): bound sqrt(2) * sqrt(6 / 160)
     bound = 2**0.5 * (6 / 160) ** 0.5
     assert shared.abs().max() <= bound
@@ -70,9 +70,9 @@ def test_init_is_the_papers_xavier(deramo_specs: list[TaskSpec]) -> None:
 
 
 def test_members_are_initialised_independently(deramo_specs: list[TaskSpec]) -> None:
-    pop = MultiTaskQNetwork(deramo_specs, NetworkConfig(), n_members=3, seed=7)
+    pop = MultiTaskQNetwork(deramo_specs, NetworkConfig(), n_members=3, seeds=7)
     for k in range(3):
-        alone = MultiTaskQNetwork(deramo_specs, NetworkConfig(), n_members=k + 1, seed=7)
+        alone = MultiTaskQNetwork(deramo_specs, NetworkConfig(), n_members=k + 1, seeds=7)
         for w_pop, w_alone in zip(pop.weights, alone.weights, strict=True):
             torch.testing.assert_close(w_pop[k], w_alone[k], rtol=0, atol=0)
     assert not torch.equal(pop.weights[1][0], pop.weights[1][1])
@@ -86,7 +86,7 @@ def _task_loss_grads(net: MultiTaskQNetwork, task: int) -> list[torch.Tensor]:
 
 
 def test_head_isolation_and_shared_gradients(deramo_specs: list[TaskSpec]) -> None:
-    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), seed=2)
+    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), seeds=2)
     for task in range(net.n_tasks):
         grads = _task_loss_grads(net, task)
         input_grad, shared1, shared2, head_grad = grads
@@ -102,7 +102,7 @@ def test_head_isolation_and_shared_gradients(deramo_specs: list[TaskSpec]) -> No
 
 
 def test_single_mode_shares_nothing(deramo_specs: list[TaskSpec]) -> None:
-    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), share=False, seed=2)
+    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), share=False, seeds=2)
     assert all(not layer.shared for layer in net.plan)
     grads = _task_loss_grads(net, 1)
     for g in grads:
@@ -112,7 +112,7 @@ def test_single_mode_shares_nothing(deramo_specs: list[TaskSpec]) -> None:
 
 
 def test_features_are_the_last_shared_layer(deramo_specs: list[TaskSpec]) -> None:
-    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), seed=2)
+    net = MultiTaskQNetwork(deramo_specs, NetworkConfig(), seeds=2)
     feats = net.features(_obs(net, batch=4))
     assert feats.shape == (1, 5, 4, 80)
     assert feats.min() > 0 and feats.max() < 1  # sigmoid features

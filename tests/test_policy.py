@@ -44,7 +44,7 @@ def test_exploration_draws_only_valid_actions_with_the_right_frequency() -> None
 @pytest.mark.parametrize("share", [True, False])
 def test_numpy_forward_equals_torch_forward(share: bool) -> None:
     specs = [TaskSpec("a", 4, 2, 0.99, 10), TaskSpec("b", 6, 3, 0.99, 10)]
-    net = MultiTaskQNetwork(specs, NetworkConfig(), share=share, n_members=2, seed=3)
+    net = MultiTaskQNetwork(specs, NetworkConfig(), share=share, n_members=2, seeds=3)
     obs = torch.randn(2, 2, 7, 6)
     obs[:, 0, :, 4:] = 0.0
     expected = net(obs).detach().numpy()

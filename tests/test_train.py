@@ -29,7 +29,7 @@ def _train(run_dir: Path, **run) -> Trainer:
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path: Path) -> None:
     a = _train(tmp_path / "a")
     b = _train(tmp_path / "b")
-    c = _train(tmp_path / "c", seed=1)
+    c = _train(tmp_path / "c", seeds=[1])
     assert _metrics(a.run_dir) == _metrics(b.run_dir)
     assert len(_metrics(a.run_dir)) == 3 * 3  # epochs 0, 1, 2 x three tasks
     assert _metrics(a.run_dir) != _metrics(c.run_dir)
@@ -86,7 +86,7 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path: Path) -> None:
 
 def test_checkpoint_of_another_configuration_is_a_user_error(tmp_path: Path) -> None:
     a = _train(tmp_path / "a", epochs=1)
-    b = _train(tmp_path / "b", epochs=1, seed=5)
+    b = _train(tmp_path / "b", epochs=1, seeds=[5])
     (a.run_dir / "checkpoint.pt").write_bytes((b.run_dir / "checkpoint.pt").read_bytes())
     with pytest.raises(UserError, match="different configuration"):
         Trainer.resume(a.run_dir, progress=False)
@@ -122,3 +122,16 @@ def test_train_frequency_sets_the_update_count_and_resumes_exactly(tmp_path: Pat
     resumed.run()
     assert resumed.learner.n_updates == 180 // 7
     assert _metrics(straight.run_dir) == _metrics(resumed.run_dir)
+
+
+def test_a_seed_learns_the_same_alone_and_inside_a_population(tmp_path: Path) -> None:
+    alone = _train(tmp_path / "alone", seeds=[9])
+    population = _train(tmp_path / "population", seeds=[4, 9, 2])
+    rows = _metrics(population.run_dir)
+    assert sorted({r["seed"] for r in rows}) == ["2", "4", "9"]
+    nine = [{k: v for k, v in r.items() if k != "member"} for r in rows if r["seed"] == "9"]
+    assert nine == [{k: v for k, v in r.items() if k != "member"} for r in _metrics(alone.run_dir)]
+    for p_pop, p_alone in zip(population.net.parameters(), alone.net.parameters(), strict=True):
+        torch.testing.assert_close(p_pop[1:2], p_alone, rtol=0, atol=0)
+    four = [r["J"] for r in rows if r["seed"] == "4"]
+    assert four != [r["J"] for r in nine]  # the members are different agents

@@ -59,6 +59,25 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+def _seed_list(text: str) -> list[int]:
+    """``0-9``, ``0,3,7`` or a mix (``0-4,10``) as a list of distinct non-negative seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed list like 0-9 or 0,3,7") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} must list distinct non-negative seeds")
+    return seeds
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -104,6 +123,7 @@ _EXPERIMENT_OPTIONS = [
     "eps_decay_steps",
     "eval_epsilon",
     "seed",
+    "seeds",
     "background_eval",
     "threads",
     "name",
@@ -217,7 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-epsilon", type=_probability, help=f"epsilon during evaluation (default: {E.eval_epsilon})"
     )
     run = train.add_argument_group("run")
-    run.add_argument("--seed", type=_nonneg_int, help=f"seed of every random stream (default: {R.seed})")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument(
+        "--seed", type=_nonneg_int, help="seed of every random stream of the agent (default: 0)"
+    )
+    seeds.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="SPEC",
+        help="train one independent agent per seed in one process, e.g. 0-9 or 0,3,7 (default: --seed)",
+    )
     run.add_argument(
         "--device", choices=["cpu", "cuda", "auto"], help=f"learner device (default: {R.device})"
     )
@@ -320,7 +349,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
             eval_steps=args.eval_steps,
-            seed=args.seed,
+            seeds=args.seeds or ([args.seed] if args.seed is not None else None),
             device=args.device,
             background_eval=args.background_eval,
             torch_threads=args.threads,
@@ -332,7 +361,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def default_run_name(config: Config, preset: str | None) -> str:
     what = preset or "+".join(t.env_id.split("/")[-1] for t in config.tasks)
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{what}-{config.mode}-seed{config.run.seed}")
+    seeds = config.run.seeds
+    if len(seeds) == 1:
+        tag = f"seed{seeds[0]}"
+    elif seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        tag = f"seeds{seeds[0]}-{seeds[-1]}"
+    else:
+        tag = f"{len(seeds)}seeds"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{what}-{config.mode}-{tag}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -377,24 +413,32 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.epsilon is not None:
         job.epsilon = args.epsilon
     if args.seed is not None:
-        job.seed = args.seed
+        job.seeds = [args.seed + k for k in range(len(job.seeds))]
     result = run_evaluation(job)
+    seeds = trainer.seeds
     rows = [
         {
-            "task": s.name,
-            "J": float(result.j[0, t]),
-            "return": float(result.ret[0, t]),
-            "episodes": int(result.episodes[0, t]),
+            "task": spec.name,
+            "seed": seed,
+            "J": float(result.j[m, t]),
+            "return": float(result.ret[m, t]),
+            "episodes": int(result.episodes[m, t]),
         }
-        for t, s in enumerate(trainer.specs)
+        for m, seed in enumerate(seeds)
+        for t, spec in enumerate(trainer.specs)
     ]
     if args.json:
         print(json.dumps({"epoch": trainer.epoch, "steps": job.n_steps, "tasks": rows}, indent=2))
         return
     print(f"{args.run_dir} after epoch {trainer.epoch}, {job.n_steps} steps per task, epsilon {job.epsilon}")
+    if len(seeds) > 1:
+        print(f"mean over {len(seeds)} seeds (per seed: --json)")
     print(f"{'task':<20} {'J':>10} {'return':>10} {'episodes':>9}")
-    for r in rows:
-        print(f"{r['task']:<20} {r['J']:>10.4f} {r['return']:>10.2f} {r['episodes']:>9d}")
+    for t, spec in enumerate(trainer.specs):
+        print(
+            f"{spec.name:<20} {result.j[:, t].mean():>10.4f} {result.ret[:, t].mean():>10.2f} "
+            f"{result.episodes[:, t].mean():>9.1f}"
+        )
 
 
 def cmd_plot(args: argparse.Namespace) -> None:

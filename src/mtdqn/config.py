@@ -112,8 +112,10 @@ class RunConfig:
     """Learning steps per task in one epoch."""
     eval_steps: int = 2000
     """Greedy evaluation steps per task after every epoch (and once before learning)."""
-    seed: int = 0
-    """Fixes every random stream of the run (network init, exploration, replay sampling, environments)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """One independent agent per seed, trained together as a population (one batched update for all).
+    A seed fixes every random stream of its agent (network init, exploration, replay sampling,
+    environments), so an agent's numbers do not depend on which other seeds share the run."""
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``auto`` (CUDA when available)."""
     background_eval: bool = True
@@ -200,8 +202,12 @@ class Config:
         _positive("steps per epoch", self.run.steps_per_epoch)
         _positive("evaluation steps", self.run.eval_steps)
         _positive("torch threads", self.run.torch_threads)
-        if self.run.seed < 0:
-            raise UserError(f"seed is {self.run.seed}; it must be zero or positive")
+        if not self.run.seeds:
+            raise UserError("no seed given; pass --seed N or --seeds 0-9")
+        if any(s < 0 for s in self.run.seeds):
+            raise UserError(f"seeds {self.run.seeds} include a negative one; seeds must be zero or positive")
+        if len(set(self.run.seeds)) != len(self.run.seeds):
+            raise UserError(f"seeds {self.run.seeds} repeat a seed; give each seed once")
         if self.run.device not in ("cpu", "cuda", "auto") and not self.run.device.startswith("cuda:"):
             raise UserError(f"unknown device {self.run.device!r}; use cpu, cuda, cuda:N or auto")
 

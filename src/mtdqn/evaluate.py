@@ -26,35 +26,37 @@ import numpy as np
 from mtdqn.config import TaskConfig
 from mtdqn.policy import epsilon_greedy, masked_greedy, q_values
 from mtdqn.seeding import derive_rng, derive_seed
-from mtdqn.tasks import make_env
+from mtdqn.tasks import make_vector_task
 
 
 class ScoreKeeper:
-    """Accumulates one environment's rewards into the scores of its completed episodes."""
+    """Accumulates the rewards of N copies of one task into the scores of their completed episodes."""
 
-    def __init__(self, gamma: float) -> None:
+    def __init__(self, n: int, gamma: float) -> None:
         self.gamma = gamma
-        self.discounted: list[float] = []
-        self.undiscounted: list[float] = []
-        self._g = 0.0
-        self._r = 0.0
-        self._discount = 1.0
+        self._g = np.zeros(n)
+        self._r = np.zeros(n)
+        self._discount = np.ones(n)
+        self._sum_g = np.zeros(n)
+        self._sum_r = np.zeros(n)
+        self._episodes = np.zeros(n, dtype=np.int64)
 
-    def add(self, reward: float, episode_over: bool) -> None:
+    def add(self, reward: np.ndarray, episode_over: np.ndarray) -> None:
         self._g += self._discount * reward
         self._r += reward
         self._discount *= self.gamma
-        if episode_over:
-            self.discounted.append(self._g)
-            self.undiscounted.append(self._r)
-            self._g, self._r, self._discount = 0.0, 0.0, 1.0
+        if episode_over.any():
+            self._sum_g += np.where(episode_over, self._g, 0.0)
+            self._sum_r += np.where(episode_over, self._r, 0.0)
+            self._episodes += episode_over
+            self._g[episode_over] = 0.0
+            self._r[episode_over] = 0.0
+            self._discount[episode_over] = 1.0
 
-    def result(self) -> tuple[float, float, int]:
-        """(J, mean undiscounted return, completed episodes); partial episode dropped, 0 if none."""
-        n = len(self.discounted)
-        if n == 0:
-            return 0.0, 0.0, 0
-        return float(np.mean(self.discounted)), float(np.mean(self.undiscounted)), n
+    def result(self) -> np.ndarray:
+        """(N, 3): J, mean undiscounted return, completed episodes; 0 where no episode ended."""
+        n = np.maximum(self._episodes, 1)
+        return np.stack([self._sum_g / n, self._sum_r / n, self._episodes.astype(np.float64)], axis=1)
 
 
 @dataclass
@@ -68,7 +70,7 @@ class EvalJob:
     obs_max: int
     n_steps: int
     epsilon: float
-    seed: int
+    seeds: list[int]
     epoch: int
 
 
@@ -84,34 +86,29 @@ class EvalResult:
 
 def run_evaluation(job: EvalJob) -> EvalResult:
     """Play ``job.n_steps`` steps in every task of every member and score them."""
-    n_members = job.params[0][0].shape[0]
-    n_tasks = len(job.tasks)
-    envs = [[make_env(task) for task in job.tasks] for _ in range(n_members)]
-    keepers = [[ScoreKeeper(task.gamma) for task in job.tasks] for _ in range(n_members)]
-    rngs = [derive_rng(job.seed, m, "eval-explore", job.epoch) for m in range(n_members)]
+    n_members, n_tasks = len(job.seeds), len(job.tasks)
+    envs = [make_vector_task(task, n_members) for task in job.tasks]
+    scores = [ScoreKeeper(n_members, task.gamma) for task in job.tasks]
+    rngs = [derive_rng(seed, "eval-explore", job.epoch) for seed in job.seeds]
     n_actions = job.action_mask.sum(-1)
     obs = np.zeros((n_members, n_tasks, 1, job.obs_max), dtype=np.float32)
-    for m in range(n_members):
-        for t, env in enumerate(envs[m]):
-            o, _ = env.reset(seed=derive_seed(job.seed, m, "eval", job.epoch, t))
-            obs[m, t, 0, : o.shape[0]] = o
+    for t, env in enumerate(envs):
+        o = env.reset([derive_seed(seed, "eval", job.epoch, t) for seed in job.seeds])
+        obs[:, t, 0, : o.shape[1]] = o
     for _ in range(job.n_steps):
         actions = masked_greedy(q_values(job.params, job.kinds, obs)[:, :, 0], job.action_mask)
-        for m in range(n_members):
-            if job.epsilon > 0:
-                actions[m] = epsilon_greedy(actions[m], job.epsilon, n_actions, rngs[m])
-            for t, env in enumerate(envs[m]):
-                o, r, terminated, truncated, _ = env.step(int(actions[m, t]))
-                done = terminated or truncated
-                keepers[m][t].add(float(r), done)
-                if done:
-                    o, _ = env.reset()
-                obs[m, t, 0, : o.shape[0]] = o
-    for row in envs:
-        for env in row:
-            env.close()
-    scores = np.array([[k.result() for k in row] for row in keepers], dtype=np.float64)
-    return EvalResult(job.epoch, scores[..., 0], scores[..., 1], scores[..., 2].astype(np.int64))
+        if job.epsilon > 0:
+            actions = np.stack(
+                [epsilon_greedy(actions[m], job.epsilon, n_actions, rngs[m]) for m in range(n_members)]
+            )
+        for t, env in enumerate(envs):
+            out = env.step(actions[:, t])
+            scores[t].add(out.reward, out.terminated | out.truncated)
+            obs[:, t, 0, : out.obs.shape[1]] = out.obs
+    for env in envs:
+        env.close()
+    result = np.stack([keeper.result() for keeper in scores], axis=1)  # (S, T, 3)
+    return EvalResult(job.epoch, result[..., 0], result[..., 1], result[..., 2].astype(np.int64))
 
 
 def _lower_priority() -> None:

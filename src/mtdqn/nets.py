@@ -75,7 +75,7 @@ class MultiTaskQNetwork(nn.Module):
         cfg: NetworkConfig,
         share: bool = True,
         n_members: int = 1,
-        seed: int = 0,
+        seeds: list[int] | int = 0,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -98,13 +98,17 @@ class MultiTaskQNetwork(nn.Module):
         for t, n in enumerate(self.n_actions):
             mask[t, :n] = True
         self.register_buffer("action_mask", mask)
-        self.reset_parameters(seed)
+        self.reset_parameters(seeds)
 
     @torch.no_grad()
-    def reset_parameters(self, seed: int) -> None:
-        """Initialise every member from its own seed stream (member k's init ignores the other members)."""
+    def reset_parameters(self, seeds: list[int] | int) -> None:
+        """Initialise member k from ``seeds[k]`` alone (an int: seeds seed, seed + 1, ...)."""
+        if isinstance(seeds, int):
+            seeds = [seeds + k for k in range(self.n_members)]
+        if len(seeds) != self.n_members:
+            raise ValueError(f"{len(seeds)} seeds for {self.n_members} members")
         for member in range(self.n_members):
-            gen = torch.Generator().manual_seed(derive_seed(seed, member, "init"))
+            gen = torch.Generator().manual_seed(derive_seed(seeds[member], "init"))
             for layer, weight, bias in zip(self.plan, self.weights, self.biases, strict=True):
                 w_m, b_m = weight[member], bias[member]
                 for t in range(self.n_tasks):

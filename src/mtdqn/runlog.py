@@ -32,6 +32,7 @@ from mtdqn.errors import UserError
 METRIC_COLUMNS = [
     "epoch",
     "member",
+    "seed",
     "task",
     "task_name",
     "J",
@@ -193,11 +194,27 @@ def plot_learning_curves(run_dir: Path) -> list[Path]:
 
     def draw(ax_j, ax_r, task: int) -> None:
         sel = m["task"] == task
-        for member in sorted(set(m["member"][sel].astype(int))):
-            rows = sel & (m["member"] == member)
-            order = np.argsort(m["epoch"][rows])
-            ax_j.plot(m["epoch"][rows][order], m["J"][rows][order], marker=".", label=f"seed member {member}")
-            ax_r.plot(m["epoch"][rows][order], m["return"][rows][order], marker=".", color="tab:orange")
+        members = sorted(set(m["member"][sel].astype(int)))
+        for ax, key, colour in ((ax_j, "J", "tab:blue"), (ax_r, "return", "tab:orange")):
+            curves = []
+            for member in members:
+                rows = sel & (m["member"] == member)
+                order = np.argsort(m["epoch"][rows])
+                epochs, values = m["epoch"][rows][order], m[key][rows][order]
+                curves.append(values)
+                if len(members) == 1:
+                    ax.plot(epochs, values, marker=".", color=colour)
+                else:
+                    ax.plot(epochs, values, color=colour, lw=0.5, alpha=0.25)
+            if len(members) > 1:  # mean and 95% Student-t interval over the seeds
+                n = min(len(c) for c in curves)
+                stack = np.stack([c[:n] for c in curves])
+                mean, half = stack.mean(0), t_half_width(stack)
+                ax.plot(epochs[:n], mean, color=colour, lw=1.8, label=f"mean of {len(members)} seeds")
+                ax.fill_between(
+                    epochs[:n], mean - half, mean + half, color=colour, alpha=0.25, label="95% CI"
+                )
+                ax.legend(fontsize=7)
         ax_j.set_title(names[task])
         ax_j.set_ylabel("J (discounted)")
         ax_r.set_ylabel("undiscounted return")
@@ -220,6 +237,14 @@ def plot_learning_curves(run_dir: Path) -> list[Path]:
     _save_fig(fig, path)
     written.append(path)
     return written
+
+
+def t_half_width(samples: np.ndarray) -> np.ndarray:
+    """Half-width of the 95% Student-t interval of the mean over axis 0 (the paper's plotting rule)."""
+    from scipy import stats
+
+    n = samples.shape[0]
+    return stats.t.ppf(0.975, n - 1) * samples.std(axis=0, ddof=1) / np.sqrt(n)
 
 
 def _save_fig(fig, path: Path) -> None:

@@ -5,11 +5,16 @@ learner (every ``train_frequency`` joint steps). A run is:
 
 1. warm-up: ``replay.warmup`` random-action steps per task into the replay memories, no update;
 2. evaluation "epoch 0" of the untrained network;
-3. for each epoch: reset every environment (seeded by run seed, epoch and task), ``steps_per_epoch``
+3. for each epoch: reset every environment (seeded by member seed, epoch and task), ``steps_per_epoch``
    joint steps with epsilon-greedy acting, then an evaluation (in a background process when enabled).
 
-All randomness is drawn from streams derived from (seed, member, purpose, epoch, task), so resuming at an
-epoch boundary needs no saved random state and reproduces an uninterrupted run exactly.
+All randomness is drawn from streams derived from (member seed, purpose, epoch, task), so resuming at an
+epoch boundary needs no saved random state and reproduces an uninterrupted run exactly, and the member with
+seed s of a population acts, samples and explores exactly as a run with seed s alone.
+
+Several seeds (``RunConfig.seeds``) train together as a population of independent agents: parameters,
+optimizer state, target networks and replay carry a leading member dimension S, every update is one batched
+computation for all members and tasks, and each task's S environment copies step as one vector task.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from mtdqn.runlog import (
     save_config,
 )
 from mtdqn.seeding import derive_rng, derive_seed
-from mtdqn.tasks import make_env, task_specs
+from mtdqn.tasks import make_vector_task, task_specs
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,17 +66,21 @@ class Trainer:
         self.specs = task_specs(config.tasks)
         self.device = resolve_device(config.run.device)
         torch.set_num_threads(config.run.torch_threads)
-        self.n_members = 1
+        self.seeds = list(config.run.seeds)
+        self.n_members = len(self.seeds)
         self.n_tasks = len(self.specs)
-        seed = config.run.seed
         self.net = MultiTaskQNetwork(
-            self.specs, config.network, share=config.mode == "multi", n_members=self.n_members, seed=seed
+            self.specs,
+            config.network,
+            share=config.mode == "multi",
+            n_members=self.n_members,
+            seeds=self.seeds,
         ).to(self.device)
         self.learner = DQNLearner(self.net, [s.gamma for s in self.specs], config.learner)
         self.replay = MultiTaskReplay(
             self.n_members, self.n_tasks, config.replay.capacity, self.net.obs_max, self.device
         )
-        self.envs = [[make_env(task) for task in config.tasks] for _ in range(self.n_members)]
+        self.envs = [make_vector_task(task, self.n_members) for task in config.tasks]  # one per task
         self.action_mask = self.net.action_mask.cpu().numpy()
         self.n_actions = np.array([s.n_actions for s in self.specs])
         self.fingerprint = config.learning_fingerprint()
@@ -190,12 +199,12 @@ class Trainer:
 
     def _warmup(self) -> None:
         """Fill every replay memory with ``replay.warmup`` uniformly random steps per task."""
-        seed = self.config.run.seed
-        rngs = [derive_rng(seed, m, "warmup") for m in range(self.n_members)]
+        n = self.config.replay.warmup
+        uniform = np.stack([derive_rng(s, "warmup").random((n, self.n_tasks)) for s in self.seeds], axis=1)
+        actions = (uniform * self.n_actions).astype(np.int64)  # (steps, S, T)
         self._reset_envs("warmup")
-        for _ in range(self.config.replay.warmup):
-            actions = np.stack([(rng.random(self.n_tasks) * self.n_actions).astype(np.int64) for rng in rngs])
-            self._step_envs(actions)
+        for step in range(n):
+            self._step_envs(actions[step])
 
     def _train_epoch(self, epoch: int, bar) -> float:
         """``steps_per_epoch`` joint steps of epsilon-greedy acting, each followed by an update."""
@@ -203,13 +212,11 @@ class Trainer:
         steps, batch_size = cfg.run.steps_per_epoch, cfg.learner.batch_size
         # Every random number of the epoch, drawn up front from each member's own streams.
         explore_u, action_u, sample_u = [], [], []
-        for m in range(self.n_members):
-            act_rng = derive_rng(cfg.run.seed, m, "act", epoch)
+        for seed in self.seeds:
+            act_rng = derive_rng(seed, "act", epoch)
             explore_u.append(act_rng.random((steps, self.n_tasks)))
             action_u.append(act_rng.random((steps, self.n_tasks)))
-            sample_u.append(
-                derive_rng(cfg.run.seed, m, "sample", epoch).random((steps, self.n_tasks, batch_size))
-            )
+            sample_u.append(derive_rng(seed, "sample", epoch).random((steps, self.n_tasks, batch_size)))
         explore_u, action_u, sample_u = (np.stack(u, axis=1) for u in (explore_u, action_u, sample_u))
         random_actions = (action_u * self.n_actions).astype(np.int64)  # uniform over each task's actions
         every = cfg.learner.train_frequency
@@ -242,28 +249,24 @@ class Trainer:
         return seconds
 
     def _reset_envs(self, phase: str, epoch: int = 0) -> None:
-        seed = self.config.run.seed
-        for m, row in enumerate(self.envs):
-            for t, env in enumerate(row):
-                obs, _ = env.reset(seed=derive_seed(seed, m, phase, epoch, t))
-                self._obs[m, t, 0, : obs.shape[0]] = obs
+        """New episodes everywhere; member m's copy of task t is seeded from (seed_m, phase, epoch, t)."""
+        for t, (env, spec) in enumerate(zip(self.envs, self.specs, strict=True)):
+            obs = env.reset([derive_seed(s, phase, epoch, t) for s in self.seeds])
+            self._obs[:, t, 0, : spec.obs_dim] = obs
 
     def _step_envs(self, actions: np.ndarray) -> None:
-        """Step every env once, store the transitions, reset finished episodes."""
+        """Step every task's copies once (actions ``(S, T)``), store the transitions, auto-reset."""
         obs = self._obs[:, :, 0].copy()
         next_obs = np.zeros_like(obs)
         reward = np.zeros(actions.shape, dtype=np.float32)
         terminal = np.zeros(actions.shape, dtype=np.float32)
-        for m, row in enumerate(self.envs):
-            for t, env in enumerate(row):
-                o, r, terminated, truncated, _ = env.step(int(actions[m, t]))
-                d = o.shape[0]
-                next_obs[m, t, :d] = o
-                reward[m, t] = r
-                terminal[m, t] = terminated  # a horizon cut (truncated) is not a terminal: bootstrap
-                if terminated or truncated:
-                    o, _ = env.reset()
-                self._obs[m, t, 0, :d] = o
+        for t, (env, spec) in enumerate(zip(self.envs, self.specs, strict=True)):
+            out = env.step(actions[:, t])
+            d = spec.obs_dim
+            next_obs[:, t, :d] = out.next_obs
+            reward[:, t] = out.reward
+            terminal[:, t] = out.terminated  # a horizon cut (truncated) is not a terminal: bootstrap
+            self._obs[:, t, 0, :d] = out.obs
         self.replay.add(obs, actions, reward, next_obs, terminal)
 
     # --- evaluation and logging -----------------------------------------------------------------------
@@ -277,7 +280,7 @@ class Trainer:
             obs_max=self.net.obs_max,
             n_steps=self.config.run.eval_steps,
             epsilon=self.config.exploration.eval_epsilon,
-            seed=self.config.run.seed,
+            seeds=self.seeds,
             epoch=epoch,
         )
 
@@ -302,6 +305,7 @@ class Trainer:
                     {
                         "epoch": result.epoch,
                         "member": m,
+                        "seed": self.seeds[m],
                         "task": t,
                         "task_name": spec.name,
                         "J": float(result.j[m, t]),
@@ -317,16 +321,21 @@ class Trainer:
                     }
                 )
         self.metrics.append(rows)
-        for row in rows:
-            if row["member"] != 0:
-                continue
-            tag = row["task_name"]
-            for key in ("J", "return", "loss", "mean_q", "epsilon"):
-                if np.isfinite(row[key]):
-                    writer.add_scalar(f"{tag}/{key}", row[key], result.epoch)
+        # TensorBoard and the progress bar show the mean over the population's members.
+        per_task = {
+            "J": result.j.mean(0),
+            "return": result.ret.mean(0),
+            "loss": stats["loss"].numpy().mean(0),
+            "mean_q": stats["mean_q"].numpy().mean(0),
+        }
+        for t, spec in enumerate(self.specs):
+            for key, values in per_task.items():
+                if np.isfinite(values[t]):
+                    writer.add_scalar(f"{spec.name}/{key}", values[t], result.epoch)
+            writer.add_scalar(f"{spec.name}/epsilon", stats["epsilon"], result.epoch)
         writer.add_scalar("speed/env_steps_per_s", stats["steps_per_s"], result.epoch)
         writer.flush()
-        scores = " ".join(f"{s.name[:12]}={result.j[0, t]:.3g}" for t, s in enumerate(self.specs))
+        scores = " ".join(f"{s.name[:12]}={per_task['J'][t]:.3g}" for t, s in enumerate(self.specs))
         bar.set_postfix_str(f"J@{result.epoch} {scores}", refresh=True)
 
     def _tensorboard(self, purge_step: int):

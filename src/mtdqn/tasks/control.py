@@ -14,6 +14,7 @@ import numpy as np
 
 from mtdqn.config import TaskConfig
 from mtdqn.errors import UserError
+from mtdqn.tasks.vector import GymVectorTask, VectorTask
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ def make_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
         raise UserError(f"could not create environment {task.env_id!r}: {exc}") from None
     _check_spaces(task, env)
     return env
+
+
+def make_vector_task(task: TaskConfig, n: int) -> VectorTask:
+    """``n`` independent copies of ``task`` behind the :class:`~mtdqn.tasks.vector.VectorTask` interface."""
+    return GymVectorTask(task, n)
 
 
 def _check_spaces(task: TaskConfig, env: gym.Env) -> None:
