@@ -30,6 +30,7 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--population", type=int, default=1, help="train seeds seed .. seed + N - 1 together")
     parser.add_argument("--threads", type=int, default=RunConfig.torch_threads)
     parser.add_argument("--mode", choices=["multi", "single"], default="multi")
     parser.add_argument("--no-background-eval", action="store_true")
@@ -43,7 +44,7 @@ def main() -> None:
         run=dataclasses.replace(
             RunConfig(),
             epochs=args.epochs,
-            seeds=[args.seed],
+            seeds=list(range(args.seed, args.seed + args.population)),
             torch_threads=args.threads,
             background_eval=not args.no_background_eval,
         ),
@@ -56,23 +57,28 @@ def main() -> None:
         wall = time.perf_counter() - start
         m = read_metrics(run_dir / "metrics.csv")
         last = m["epoch"] == m["epoch"].max()
-        j = {str(n): float(v) for n, v in zip(m["task_name"][last], m["J"][last], strict=True)}
+        j = {str(n): float(m["J"][last & (m["task_name"] == n)].mean()) for n in m["task_name"][last]}
     n_tasks = len(config.tasks)
-    learn_steps = args.epochs * config.run.steps_per_epoch * n_tasks
+    learn_steps = args.epochs * config.run.steps_per_epoch * n_tasks * args.population
     train_s = trainer.wall_s
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"torch {torch.__version__}, threads {args.threads}, background eval {not args.no_background_eval}")
-    print(f"epochs                      {args.epochs} x {config.run.steps_per_epoch} steps x {n_tasks} tasks")
+    print(
+        f"epochs                      {args.epochs} x {config.run.steps_per_epoch} steps x {n_tasks} tasks"
+        f" x {args.population} seeds"
+    )
     print(f"learning env steps          {learn_steps}")
     print(f"updates                     {trainer.learner.n_updates}")
-    print(f"evaluation env steps        {(args.epochs + 1) * config.run.eval_steps * n_tasks}")
+    print(
+        f"evaluation env steps        {(args.epochs + 1) * config.run.eval_steps * n_tasks * args.population}"
+    )
     print(f"learning phase              {train_s:.1f} s")
-    print(f"env steps/s (learning)      {learn_steps / train_s:.0f}")
+    print(f"env steps/s (learning)      {learn_steps / train_s:.0f} (seed-steps/s: all tasks and seeds)")
     print(f"updates/s                   {trainer.learner.n_updates / train_s:.0f}")
     print(f"wall-clock, whole run       {wall:.1f} s")
     print(f"peak memory                 {self_mb:.0f} MiB (learner), {child_mb:.0f} MiB (evaluation worker)")
-    print("J at the last evaluation    " + ", ".join(f"{k} {v:.3f}" for k, v in j.items()))
+    print("J at the last evaluation    (mean over seeds) " + ", ".join(f"{k} {v:.3f}" for k, v in j.items()))
 
 
 if __name__ == "__main__":

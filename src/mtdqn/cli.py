@@ -251,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", choices=["cpu", "cuda", "auto"], help=f"learner device (default: {R.device})"
     )
     run.add_argument(
-        "--threads", type=_positive_int, help=f"PyTorch threads of the learner (default: {R.torch_threads})"
+        "--threads",
+        type=_nonneg_int,
+        help="PyTorch threads of the learner; 0: 1 for one seed, all cores for several (default: 0)",
     )
     run.add_argument(
         "--no-background-eval",

@@ -19,6 +19,7 @@ computation for all members and tasks, and each task's S environment copies step
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -65,9 +66,11 @@ class Trainer:
         self.progress = progress
         self.specs = task_specs(config.tasks)
         self.device = resolve_device(config.run.device)
-        torch.set_num_threads(config.run.torch_threads)
+        self._cores = os.cpu_count() or 1
         self.seeds = list(config.run.seeds)
         self.n_members = len(self.seeds)
+        threads = config.run.torch_threads or (1 if self.n_members == 1 else self._cores)
+        torch.set_num_threads(threads)
         self.n_tasks = len(self.specs)
         self.net = MultiTaskQNetwork(
             self.specs,
