@@ -135,3 +135,11 @@ def test_a_seed_learns_the_same_alone_and_inside_a_population(tmp_path: Path) ->
         torch.testing.assert_close(p_pop[1:2], p_alone, rtol=0, atol=0)
     four = [r["J"] for r in rows if r["seed"] == "4"]
     assert four != [r["J"] for r in nine]  # the members are different agents
+
+
+def test_numpy_vector_tasks_give_the_same_run_as_single_environments(tmp_path: Path, monkeypatch) -> None:
+    loop = _train(tmp_path / "loop", seeds=[9, 4])
+    monkeypatch.setattr("mtdqn.tasks.control.NUMPY_VECTOR_MIN_COPIES", 1)
+    vectorised = _train(tmp_path / "numpy", seeds=[9, 4])
+    assert type(vectorised.envs[0]).__name__ == "CartPoleVector"
+    assert _metrics(loop.run_dir) == _metrics(vectorised.run_dir)

@@ -48,8 +48,19 @@ def make_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
     return env
 
 
+NUMPY_VECTOR_MIN_COPIES = 4
+"""From this many copies on, tasks with a numpy implementation use it (below, a loop of single envs is
+faster; both give bit-identical numbers, tested)."""
+
+
 def make_vector_task(task: TaskConfig, n: int) -> VectorTask:
     """``n`` independent copies of ``task`` behind the :class:`~mtdqn.tasks.vector.VectorTask` interface."""
+    from mtdqn.tasks.vector_gym import VECTOR_GYM_TASKS
+
+    numpy_versions = dict(VECTOR_GYM_TASKS)
+    vector_cls = numpy_versions.get(task.env_id)
+    if vector_cls is not None and n >= NUMPY_VECTOR_MIN_COPIES:
+        return vector_cls(n, task.horizon)
     return GymVectorTask(task, n)
 
 
