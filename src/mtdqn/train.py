@@ -46,6 +46,9 @@ from mtdqn.runlog import (
 from mtdqn.seeding import derive_rng, derive_seed
 from mtdqn.tasks import make_vector_task, task_specs
 
+_SAMPLE_CHUNK = 100
+"""Steps whose replay samples are drawn and planned at once."""
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is a user error."""
@@ -212,20 +215,17 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar) -> float:
         """``steps_per_epoch`` joint steps of epsilon-greedy acting, each followed by an update."""
         cfg = self.config
-        steps, batch_size = cfg.run.steps_per_epoch, cfg.learner.batch_size
-        # Every random number of the epoch, drawn up front from each member's own streams.
-        explore_u, action_u, sample_u = [], [], []
+        steps, every = cfg.run.steps_per_epoch, cfg.learner.train_frequency
+        # The epoch's exploration draws up front, from each member's own stream; replay samples are drawn in
+        # chunks (the same numbers, as a stream's block of k draws equals k single draws) to bound memory.
+        explore_u, action_u = [], []
         for seed in self.seeds:
             act_rng = derive_rng(seed, "act", epoch)
             explore_u.append(act_rng.random((steps, self.n_tasks)))
             action_u.append(act_rng.random((steps, self.n_tasks)))
-            sample_u.append(derive_rng(seed, "sample", epoch).random((steps, self.n_tasks, batch_size)))
-        explore_u, action_u, sample_u = (np.stack(u, axis=1) for u in (explore_u, action_u, sample_u))
+        explore_u, action_u = np.stack(explore_u, axis=1), np.stack(action_u, axis=1)
         random_actions = (action_u * self.n_actions).astype(np.int64)  # uniform over each task's actions
-        every = cfg.learner.train_frequency
-        first = every - 1 - self.env_steps % every  # index of this epoch's first update step
-        update_steps = np.arange(first, steps, every)
-        rows = self.replay.plan_indices(sample_u[update_steps], adds_before=update_steps + 1)
+        sample_rngs = [derive_rng(seed, "sample", epoch) for seed in self.seeds]
         bar.set_description(f"{self.run_dir.name} epoch {epoch}/{cfg.run.epochs}", refresh=False)
         self._reset_envs("train", epoch)
         params = self.net.numpy_params()
@@ -233,6 +233,8 @@ class Trainer:
         kinds = self.net.layer_kinds()
         start = time.perf_counter()
         for step in range(steps):
+            if step % _SAMPLE_CHUNK == 0:
+                rows = self._plan_samples(sample_rngs, step, min(_SAMPLE_CHUNK, steps - step))
             self.env_steps += 1
             explore = explore_u[step] < epsilon(self.env_steps, cfg.exploration)
             actions = random_actions[step]
@@ -243,13 +245,26 @@ class Trainer:
                 actions = np.where(explore, actions, greedy)
             self._step_envs(actions)
             if self.env_steps % every == 0:
-                self.learner.update(self.replay.gather_rows(rows[(step - first) // every], batch_size))
+                self.learner.update(
+                    self.replay.gather_rows(rows[step % _SAMPLE_CHUNK], cfg.learner.batch_size)
+                )
             if (step + 1) % 250 == 0:
                 bar.update(250)
         bar.update(steps % 250)
         seconds = time.perf_counter() - start
         self.wall_s += seconds
         return seconds
+
+    def _plan_samples(self, rngs: list[np.random.Generator], step: int, n: int) -> dict[int, torch.Tensor]:
+        """Replay rows of the updates among the next ``n`` steps (from ``step``), keyed by step % chunk."""
+        batch = self.config.learner.batch_size
+        uniform = np.stack([rng.random((n, self.n_tasks, batch)) for rng in rngs], axis=1)
+        every = self.config.learner.train_frequency
+        offsets = np.array([k for k in range(n) if (self.env_steps + k + 1) % every == 0], dtype=np.int64)
+        if offsets.size == 0:
+            return {}
+        rows = self.replay.plan_indices(uniform[offsets], adds_before=offsets + 1)
+        return {int((step + k) % _SAMPLE_CHUNK): rows[i] for i, k in enumerate(offsets)}
 
     def _reset_envs(self, phase: str, epoch: int = 0) -> None:
         """New episodes everywhere; member m's copy of task t is seeded from (seed_m, phase, epoch, t)."""
