@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from gymnasium.utils import seeding
 
 from mtdqn.config import TaskConfig
 
@@ -97,3 +98,102 @@ class GymVectorTask(VectorTask):
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+class NumpyVectorTask(VectorTask):
+    """Base of the numpy implementations: per-copy generators, step counters, horizon and auto-reset.
+
+    A subclass sets ``env_id``, ``default_horizon``, ``state_dim``, ``obs_dim``, ``n_actions`` and defines
+    :meth:`_advance` (one step of every copy, no loop over copies) and either :meth:`_draw_start` (one
+    copy's start state from its generator) or :meth:`_restart_states` (several at once).
+    """
+
+    env_id: str = ""
+    default_horizon: int = 0
+    state_dim: int = 0
+
+    def __init__(self, n: int, horizon: int | None = None) -> None:
+        if int(n) < 1:
+            raise ValueError(f"need at least one copy, got n={n}")
+        horizon = self.default_horizon if horizon is None else int(horizon)
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.n = int(n)
+        self.horizon = horizon
+        self.state = np.zeros((self.n, self.state_dim), np.float64)
+        """(N, state_dim) float64: the internal state of every copy (the single environment's ``state``)."""
+        self.elapsed = np.zeros(self.n, np.int64)
+        """(N,) steps taken in each copy's current episode (``TimeLimit``'s counter)."""
+        self.rngs: list[np.random.Generator] = []
+        """One generator per copy (the single environment's ``np_random``), set by :meth:`reset`."""
+
+    # --- what each task defines ---------------------------------------------------------------------
+
+    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Move every copy one step in place; returns (terminated (N,) bool, reward (N,) float32)."""
+        raise NotImplementedError
+
+    def _draw_start(self, rng: np.random.Generator) -> np.ndarray:
+        """One start state drawn from ``rng`` exactly as the single environment's ``reset`` draws it."""
+        raise NotImplementedError
+
+    def _restart_states(self, rows: np.ndarray) -> None:
+        """Set ``self.state[rows]`` to fresh start states, each from its copy's own stream."""
+        for i in rows:  # only the copies that ended: rare, and each has its own stream
+            self.state[i] = self._draw_start(self.rngs[i])
+
+    def _seed(self) -> None:
+        """Called by :meth:`reset` once ``self.rngs`` is set (e.g. to pre-draw random numbers)."""
+
+    def _observe(self, state: np.ndarray) -> np.ndarray:
+        """Float32 observations of float64 states ``(M, state_dim)``."""
+        return state.astype(np.float32)
+
+    def _start_obs(self, rows: np.ndarray) -> np.ndarray:
+        """Observations of the freshly drawn start states ``self.state[rows]``."""
+        return self._observe(self.state[rows])
+
+    # --- the VectorTask interface --------------------------------------------------------------------
+
+    def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        seeds = list(seeds)
+        if len(seeds) != self.n:
+            raise ValueError(f"{type(self).__name__} has {self.n} copies but got {len(seeds)} seeds")
+        self.rngs = [seeding.np_random(None if s is None else int(s))[0] for s in seeds]
+        self._seed()
+        return self._restart(np.arange(self.n))
+
+    def step(self, actions: np.ndarray) -> VectorStep:
+        if not self.rngs:
+            raise RuntimeError(f"{type(self).__name__}: call reset(seeds) before step()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.n,):
+            raise ValueError(f"expected {self.n} actions of shape ({self.n},), got shape {actions.shape}")
+        actions = actions.astype(np.int64, copy=False)
+        if actions.min() < 0 or actions.max() >= self.n_actions:
+            raise ValueError(f"actions must lie in 0..{self.n_actions - 1}, got {actions}")
+        terminated, reward = self._advance(actions)
+        next_obs = self._observe(self.state)
+        self.elapsed += 1
+        at_horizon = self.elapsed >= self.horizon
+        ended = terminated | at_horizon
+        obs = next_obs.copy()
+        if ended.any():
+            rows = np.flatnonzero(ended)
+            obs[rows] = self._restart(rows)
+        return VectorStep(
+            next_obs=next_obs,
+            reward=reward,
+            terminated=terminated,
+            truncated=at_horizon & ~terminated,
+            obs=obs,
+        )
+
+    def _restart(self, rows: np.ndarray) -> np.ndarray:
+        """Start new episodes in copies ``rows``; returns their observations."""
+        self._restart_states(rows)
+        self.elapsed[rows] = 0
+        return self._start_obs(rows)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.env_id}, n={self.n}, horizon={self.horizon})"

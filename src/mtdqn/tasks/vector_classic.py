@@ -43,14 +43,12 @@ win from about N = 30 (Car-On-Hill) and N = 25 (pendulum) on, and are 2.6x / 3.9
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from types import SimpleNamespace
 
 import numpy as np
-from gymnasium.utils import seeding
 
 from mtdqn.tasks.classic_envs import CAR_ON_HILL_ID, INVERTED_PENDULUM_ID, _car_substep
-from mtdqn.tasks.vector import VectorStep, VectorTask
+from mtdqn.tasks.vector import NumpyVectorTask
 
 __all__ = [
     "VECTOR_CLASSIC_TASKS",
@@ -59,87 +57,6 @@ __all__ = [
     "car_on_hill_step_vec",
     "pendulum_step_vec",
 ]
-
-
-class _VectorBase(VectorTask):
-    """Shared machinery: per-copy generators, step counters, the horizon, checks and the auto-reset."""
-
-    env_id: str = ""
-    default_horizon: int = 0
-    obs_dim = 2
-
-    def __init__(self, n: int, horizon: int | None) -> None:
-        if int(n) < 1:
-            raise ValueError(f"need at least one copy, got n={n}")
-        horizon = self.default_horizon if horizon is None else int(horizon)
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        self.n = int(n)
-        self.horizon = horizon
-        self.state = np.zeros((self.n, 2), np.float64)
-        """(N, 2) float64: the internal state of every copy (the single environment's ``state``)."""
-        self.elapsed = np.zeros(self.n, np.int64)
-        """(N,) steps taken in each copy's current episode (``TimeLimit``'s counter)."""
-        self.rngs: list[np.random.Generator] = []
-        """One generator per copy (``env.np_random``), set by :meth:`reset`."""
-
-    # --- what each task defines ---------------------------------------------------------------------
-
-    def _seed(self) -> None:
-        """Called by :meth:`reset` after ``self.rngs`` is set."""
-
-    def _restart_states(self, rows: np.ndarray) -> None:
-        """Set ``self.state[rows]`` to fresh start states (drawn from the copies' own streams)."""
-        raise NotImplementedError
-
-    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Move every copy one step in place; returns (terminated (N,) bool, reward (N,) float32)."""
-        raise NotImplementedError
-
-    # --- the VectorTask interface --------------------------------------------------------------------
-
-    def reset(self, seeds: Sequence[int]) -> np.ndarray:
-        seeds = list(seeds)
-        if len(seeds) != self.n:
-            raise ValueError(f"{type(self).__name__} has {self.n} copies but got {len(seeds)} seeds")
-        self.rngs = [seeding.np_random(None if s is None else int(s))[0] for s in seeds]
-        self._seed()
-        rows = np.arange(self.n)
-        self._restart_states(rows)
-        self.elapsed[:] = 0
-        return self.state.astype(np.float32)
-
-    def step(self, actions: np.ndarray) -> VectorStep:
-        if not self.rngs:
-            raise RuntimeError(f"{type(self).__name__}: call reset(seeds) before step()")
-        actions = np.asarray(actions)
-        if actions.shape != (self.n,):
-            raise ValueError(f"expected {self.n} actions of shape ({self.n},), got shape {actions.shape}")
-        actions = actions.astype(np.int64, copy=False)
-        if actions.min() < 0 or actions.max() >= self.n_actions:
-            raise ValueError(f"actions must lie in 0..{self.n_actions - 1}, got {actions}")
-
-        terminated, reward = self._advance(actions)
-        next_obs = self.state.astype(np.float32)
-        self.elapsed += 1
-        at_horizon = self.elapsed >= self.horizon
-        ended = terminated | at_horizon
-        obs = next_obs.copy()
-        if ended.any():
-            rows = np.flatnonzero(ended)
-            self._restart_states(rows)
-            self.elapsed[rows] = 0
-            obs[rows] = self.state[rows].astype(np.float32)
-        return VectorStep(
-            next_obs=next_obs,
-            reward=reward,
-            terminated=terminated,
-            truncated=at_horizon & ~terminated,
-            obs=obs,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.env_id}, n={self.n}, horizon={self.horizon})"
 
 
 # --- Car-On-Hill -----------------------------------------------------------------------------------------
@@ -236,7 +153,7 @@ def car_on_hill_step_vec(
     return p, v, n_crossed
 
 
-class CarOnHillVector(_VectorBase):
+class CarOnHillVector(NumpyVectorTask):
     """``mtdqn/CarOnHill-v0`` for N copies. State rows: (p, v); actions 0 (force -4), 1 (force +4).
 
     Reward -1 and terminal if ``p < -1`` or ``|v| > 3``; +1 and terminal if ``p > 1``; 0 otherwise.
@@ -244,6 +161,8 @@ class CarOnHillVector(_VectorBase):
 
     env_id = CAR_ON_HILL_ID
     default_horizon = 100
+    state_dim = 2
+    obs_dim = 2
     n_actions = 2
 
     def __init__(self, n: int, horizon: int | None = 100) -> None:
@@ -331,7 +250,7 @@ def _wrap_angle(x: np.ndarray) -> np.ndarray:
     return np.where(y < math.pi, y, -math.pi)
 
 
-class InvertedPendulumVector(_VectorBase):
+class InvertedPendulumVector(NumpyVectorTask):
     """``mtdqn/InvertedPendulumDiscrete-v0`` for N copies. State rows: (theta, omega), ``theta = 0`` upright.
 
     Actions 0, 1, 2 push with -50, 0, +50 plus a uniform noise in [-10, 10]; reward -1 and terminal when
@@ -340,6 +259,8 @@ class InvertedPendulumVector(_VectorBase):
 
     env_id = INVERTED_PENDULUM_ID
     default_horizon = 3000
+    state_dim = 2
+    obs_dim = 2
     n_actions = 3
 
     def __init__(self, n: int, horizon: int | None = 3000, *, block: int = 1024) -> None:
@@ -389,7 +310,7 @@ class InvertedPendulumVector(_VectorBase):
         return terminated, np.where(terminated, -1.0, 0.0).astype(np.float32)
 
 
-VECTOR_CLASSIC_TASKS: dict[str, type[_VectorBase]] = {
+VECTOR_CLASSIC_TASKS: dict[str, type[NumpyVectorTask]] = {
     CAR_ON_HILL_ID: CarOnHillVector,
     INVERTED_PENDULUM_ID: InvertedPendulumVector,
 }

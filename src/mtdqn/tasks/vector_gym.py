@@ -39,101 +39,12 @@ step (the tests, which require exact equality, would then show it).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
-from gymnasium.utils import seeding
 
-from mtdqn.tasks.vector import VectorStep, VectorTask
+from mtdqn.tasks.vector import NumpyVectorTask
 
 __all__ = ["VECTOR_GYM_TASKS", "AcrobotVector", "CartPoleVector", "MountainCarVector"]
-
-
-class _ClassicVector(VectorTask):
-    """Shared machinery: per-copy generators, step counters, the horizon and the auto-reset."""
-
-    env_id: str = ""
-    default_horizon: int = 0
-    state_dim: int = 0
-
-    def __init__(self, n: int, horizon: int | None = None) -> None:
-        if int(n) < 1:
-            raise ValueError(f"need at least one copy, got n={n}")
-        horizon = self.default_horizon if horizon is None else int(horizon)
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        self.n = int(n)
-        self.horizon = horizon
-        self.state = np.zeros((self.n, self.state_dim), np.float64)
-        """(N, state_dim) float64: the internal state of every copy (Gymnasium's ``env.unwrapped.state``)."""
-        self.elapsed = np.zeros(self.n, np.int64)
-        """(N,) steps taken in each copy's current episode (``TimeLimit``'s counter)."""
-        self.rngs: list[np.random.Generator] = []
-        """One generator per copy, set by :meth:`reset`."""
-
-    # --- what each task defines ---------------------------------------------------------------------
-
-    def _draw_start(self, rng: np.random.Generator) -> np.ndarray:
-        """One start state drawn from ``rng`` exactly as the Gymnasium environment's ``reset`` draws it."""
-        raise NotImplementedError
-
-    def _start_obs(self, rows: np.ndarray) -> np.ndarray:
-        """Observations (float32) of freshly drawn start states ``self.state[rows]``."""
-        return self._observe(self.state[rows])
-
-    def _observe(self, state: np.ndarray) -> np.ndarray:
-        """Float32 observations of float64 states (M, state_dim)."""
-        return state.astype(np.float32)
-
-    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Move every copy one step in place; returns (terminated (N,) bool, reward (N,) float32)."""
-        raise NotImplementedError
-
-    # --- the VectorTask interface --------------------------------------------------------------------
-
-    def reset(self, seeds: Sequence[int]) -> np.ndarray:
-        seeds = list(seeds)
-        if len(seeds) != self.n:
-            raise ValueError(f"{type(self).__name__} has {self.n} copies but got {len(seeds)} seeds")
-        self.rngs = [seeding.np_random(None if s is None else int(s))[0] for s in seeds]
-        return self._restart(np.arange(self.n))
-
-    def step(self, actions: np.ndarray) -> VectorStep:
-        if not self.rngs:
-            raise RuntimeError(f"{type(self).__name__}: call reset(seeds) before step()")
-        actions = np.asarray(actions)
-        if actions.shape != (self.n,):
-            raise ValueError(f"expected {self.n} actions of shape ({self.n},), got shape {actions.shape}")
-        actions = actions.astype(np.int64, copy=False)
-        if actions.min() < 0 or actions.max() >= self.n_actions:
-            raise ValueError(f"actions must lie in 0..{self.n_actions - 1}, got {actions}")
-
-        terminated, reward = self._advance(actions)
-        next_obs = self._observe(self.state)
-        self.elapsed += 1
-        at_horizon = self.elapsed >= self.horizon
-        ended = terminated | at_horizon
-        obs = next_obs.copy()
-        if ended.any():
-            rows = np.flatnonzero(ended)
-            obs[rows] = self._restart(rows)
-        return VectorStep(
-            next_obs=next_obs,
-            reward=reward,
-            terminated=terminated,
-            truncated=at_horizon & ~terminated,
-            obs=obs,
-        )
-
-    def _restart(self, rows: np.ndarray) -> np.ndarray:
-        """Start new episodes in copies ``rows`` from their own generators; returns their observations."""
-        for i in rows:  # only the copies that ended: rare, and each has its own stream
-            self.state[i] = self._draw_start(self.rngs[i])
-        self.elapsed[rows] = 0
-        return self._start_obs(rows)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.env_id}, n={self.n}, horizon={self.horizon})"
 
 
 # --- Cart-Pole -------------------------------------------------------------------------------------------
@@ -150,7 +61,7 @@ _CP_THETA_LIMIT = 12 * 2 * math.pi / 360
 _CP_X_LIMIT = 2.4
 
 
-class CartPoleVector(_ClassicVector):
+class CartPoleVector(NumpyVectorTask):
     """``CartPole-v1`` for N copies. State rows: (x, x_dot, theta, theta_dot); actions 0 (left), 1 (right)."""
 
     env_id = "CartPole-v1"
@@ -239,7 +150,7 @@ def _wrap_angle(x: np.ndarray) -> np.ndarray:
     return x
 
 
-class AcrobotVector(_ClassicVector):
+class AcrobotVector(NumpyVectorTask):
     """``Acrobot-v1`` for N copies. State rows: (theta1, theta2, omega1, omega2); actions: torque -1, 0, +1.
 
     Observation rows: (cos theta1, sin theta1, cos theta2, sin theta2, omega1, omega2).
@@ -299,7 +210,7 @@ _MC_FORCE = 0.001
 _MC_GRAVITY = 0.0025
 
 
-class MountainCarVector(_ClassicVector):
+class MountainCarVector(NumpyVectorTask):
     """``MountainCar-v0`` for N copies. State rows: (position, velocity); actions: push left, none, right."""
 
     env_id = "MountainCar-v0"
@@ -322,7 +233,7 @@ class MountainCarVector(_ClassicVector):
         return terminated, np.full(self.n, -1.0, np.float32)
 
 
-VECTOR_GYM_TASKS: dict[str, type[_ClassicVector]] = {
+VECTOR_GYM_TASKS: dict[str, type[NumpyVectorTask]] = {
     "CartPole-v1": CartPoleVector,
     "Acrobot-v1": AcrobotVector,
     "MountainCar-v0": MountainCarVector,
