@@ -22,13 +22,20 @@ def _add(replay: MultiTaskReplay, step: int) -> None:
     replay.add(obs, action, reward, next_obs, terminal)
 
 
+def _gather(replay: MultiTaskReplay, uniform: np.ndarray):
+    """The batch of one sample drawn now from uniform numbers ``(S, T, B)``, and its slot indices."""
+    rows = replay.plan_indices(uniform[None], adds_before=np.zeros(1, np.int64))[0]
+    slots = rows.numpy().reshape(uniform.shape) % replay.capacity
+    return replay.gather_rows(rows, uniform.shape[-1]), slots
+
+
 def test_ring_buffer_overwrites_the_oldest() -> None:
     replay = MultiTaskReplay(1, 2, capacity=5, obs_dim=3)
     for step in range(7):
         _add(replay, step)
     assert len(replay) == 5 and replay.position == 2
-    idx = np.arange(5)[None, None, :].repeat(2, axis=1)
-    batch = replay.gather(idx)
+    batch, slots = _gather(replay, ((np.arange(5) + 0.5) / 5)[None, None, :].repeat(2, axis=1))
+    assert slots[0, 0].tolist() == [0, 1, 2, 3, 4]
     assert batch.obs[0, 0, :, 1].tolist() == [5.0, 6.0, 2.0, 3.0, 4.0]
     assert batch.next_obs[0, 0, :, 1].tolist() == [5.5, 6.5, 2.5, 3.5, 4.5]
     assert batch.reward[0, 1].tolist() == [5.0, 6.0, 2.0, 3.0, 4.0]
@@ -40,9 +47,7 @@ def test_every_task_fills_exactly_its_quota_from_its_own_memory() -> None:
     replay = MultiTaskReplay(2, 3, capacity=50, obs_dim=4)
     for step in range(30):
         _add(replay, step)
-    idx = replay.sample_indices(np.random.default_rng(0).random((2, 3, 64)))
-    assert idx.shape == (2, 3, 64)
-    batch = replay.gather(idx)
+    batch, idx = _gather(replay, np.random.default_rng(0).random((2, 3, 64)))
     assert batch.obs.shape == (2, 3, 64, 4)
     for t in range(3):
         assert (batch.obs[:, t, :, 0] == t).all()  # rows of task t come from task t's memory
@@ -53,7 +58,7 @@ def test_sampling_is_uniform_over_filled_slots() -> None:
     replay = MultiTaskReplay(1, 1, capacity=10, obs_dim=2)
     for step in range(10):
         _add(replay, step)
-    idx = replay.sample_indices(np.random.default_rng(0).random((1, 1, 100_000)))
+    _, idx = _gather(replay, np.random.default_rng(0).random((1, 1, 100_000)))
     freq = np.bincount(idx.ravel(), minlength=10) / idx.size
     np.testing.assert_allclose(freq, 0.1, atol=0.005)
 

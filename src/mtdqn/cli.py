@@ -391,7 +391,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     trainer = Trainer.load(Path(args.run_dir), progress=False)
     if trainer.epoch < 0:
         raise UserError(f"{args.run_dir} has no checkpoint yet; train it first")
-    job = trainer._eval_job(trainer.epoch)
+    job = trainer.eval_job(trainer.epoch)
     if args.steps is not None:
         job.n_steps = args.steps
     if args.epsilon is not None:

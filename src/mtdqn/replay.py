@@ -69,14 +69,6 @@ class MultiTaskReplay:
         self.position = (self.position + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def sample_indices(self, uniform: np.ndarray) -> np.ndarray:
-        """Slot indices ``(S, T, B)`` from uniform draws in [0, 1): uniform over the filled slots.
-
-        The caller draws ``uniform`` from each member's own stream, so member k's samples never depend on
-        the other members.
-        """
-        return (uniform * self.size).astype(np.int64)
-
     def plan_indices(self, uniform: np.ndarray, adds_before: np.ndarray) -> torch.Tensor:
         """Flat row indices for a whole phase of samples at once: ``uniform`` is ``(N, S, T, B)``.
 
@@ -87,11 +79,6 @@ class MultiTaskReplay:
         sizes = np.minimum(self.size + np.asarray(adds_before), self.capacity)
         slots = (uniform * sizes.reshape(n, 1, 1, 1)).astype(np.int64)
         return torch.from_numpy((slots + self._block_offset).reshape(n, -1)).to(self.device)
-
-    def gather(self, indices: np.ndarray) -> Batch:
-        """The transitions at slot ``indices`` ``(S, T, B)`` as a :class:`Batch`."""
-        flat = torch.from_numpy((indices + self._block_offset).reshape(-1)).to(self.device)
-        return self.gather_rows(flat, indices.shape[2])
 
     def gather_rows(self, flat: torch.Tensor, batch_size: int) -> Batch:
         """The transitions at flat row indices (from :meth:`plan_indices`) as a :class:`Batch`."""

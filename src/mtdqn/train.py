@@ -185,7 +185,7 @@ class Trainer:
                 save_checkpoint(self.run_dir / "checkpoint.pt", self.state())
             pending = None
             if self.epoch not in self.metrics.evaluated_epochs():
-                pending = evaluator.submit(self._eval_job(self.epoch))
+                pending = evaluator.submit(self.eval_job(self.epoch))
                 pending_stats = self.epoch_stats
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
                 seconds = self._train_epoch(epoch, bar)
@@ -194,7 +194,7 @@ class Trainer:
                     self._record(pending.result(), pending_stats, writer, bar)
                 self.epoch, self.epoch_stats = epoch, stats
                 save_checkpoint(self.run_dir / "checkpoint.pt", self.state())
-                pending, pending_stats = evaluator.submit(self._eval_job(epoch)), stats
+                pending, pending_stats = evaluator.submit(self.eval_job(epoch)), stats
             if pending is not None:
                 self._record(pending.result(), pending_stats, writer, bar)
         finally:
@@ -289,7 +289,8 @@ class Trainer:
 
     # --- evaluation and logging -----------------------------------------------------------------------
 
-    def _eval_job(self, epoch: int) -> EvalJob:
+    def eval_job(self, epoch: int) -> EvalJob:
+        """The evaluation of the current weights as epoch ``epoch`` (a snapshot: safe to run elsewhere)."""
         return EvalJob(
             tasks=self.config.tasks,
             params=[(w.copy(), b.copy()) for w, b in self.net.numpy_params()],
