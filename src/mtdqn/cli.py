@@ -1,4 +1,4 @@
-"""The ``mtdqn`` command: ``train``, ``evaluate`` and ``plot``.
+"""The ``mtdqn`` command: ``train``, ``evaluate``, ``plot`` and ``analyze``.
 
 User mistakes print one line naming the problem and the fix and exit with code 2 (no traceback).
 """
@@ -276,7 +276,48 @@ def build_parser() -> argparse.ArgumentParser:
         description="Redraw the learning-curve PNGs of a run from its metrics.csv.",
     )
     plot.add_argument("run_dir", help="the run folder")
+    _add_analyze_parser(sub)
     return parser
+
+
+def _add_analyze_parser(sub) -> None:
+    from mtdqn.analysis.config import METHODS, AnalysisConfig
+
+    a = AnalysisConfig()
+    an = sub.add_parser(
+        "analyze",
+        help="analyse a run's shared features (t-SNE, sharing metrics, overlap pictures, HTML report)",
+        description="Roll out a trained run, record its shared features and write figures, sharing metrics "
+        "and a self-contained report.html into <run>/analysis/ (per seed for a population run). Recorded "
+        "states and embeddings are reused when their settings are unchanged.",
+    )
+    an.add_argument("run_dir", help="the run folder, e.g. runs/review-control-multi-seed0")
+    an.add_argument("--seeds", type=_seed_list, help="members to analyse (default: every seed of the run)")
+    an.add_argument(
+        "--compare", action="append", default=[], metavar="RUN_DIR",
+        help="another run (e.g. the single-task baseline) whose features on the same states are embedded "
+        "beside this run's and compared by CKA; repeatable",
+    )
+    an.add_argument("--out", help="output folder (default: RUN_DIR/analysis)")
+    an.add_argument(
+        "--steps", type=_positive_int, default=a.steps, help=f"states per task (default: {a.steps})"
+    )
+    an.add_argument("--epsilon", type=_probability, default=a.epsilon,
+                    help=f"exploration of the rollout (default: {a.epsilon}, greedy)")
+    an.add_argument("--seed", type=_nonneg_int, default=a.seed,
+                    help=f"seed of the rollout, embedding and probes (default: {a.seed})")
+    an.add_argument("--method", choices=METHODS, default=a.method,
+                    help=f"embedding (default: {a.method}; pca is instant)")
+    an.add_argument("--perplexity", type=_positive_float, default=a.perplexity,
+                    help=f"t-SNE perplexity (default: {a.perplexity})")
+    an.add_argument("--tsne-iterations", type=_positive_int, default=a.tsne_iterations,
+                    help=f"t-SNE steps after early exaggeration (default: {a.tsne_iterations})")
+    an.add_argument("--neighbours", type=_positive_int, default=a.neighbours,
+                    help=f"k of the k-NN mixing and overlap search (default: {a.neighbours})")
+    an.add_argument("--overlap-per-pair", type=_nonneg_int, default=a.overlap_per_pair,
+                    help=f"overlap pictures per pair of tasks (default: {a.overlap_per_pair})")
+    an.add_argument("--thumbnail-width", type=_positive_int, default=a.thumbnail_width,
+                    help=f"hover picture width in pixels (default: {a.thumbnail_width})")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -435,11 +476,34 @@ def cmd_plot(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from mtdqn.analysis.config import AnalysisConfig
+    from mtdqn.analysis.pipeline import analyze_run
+
+    cfg = AnalysisConfig(
+        steps=args.steps,
+        epsilon=args.epsilon,
+        seed=args.seed,
+        method=args.method,
+        perplexity=args.perplexity,
+        tsne_iterations=args.tsne_iterations,
+        neighbours=args.neighbours,
+        overlap_per_pair=args.overlap_per_pair,
+        thumbnail_width=args.thumbnail_width,
+    )
+    out = Path(args.out) if args.out else None
+    analyze_run(
+        Path(args.run_dir), cfg, seeds=args.seeds, compare=[Path(c) for c in args.compare], out=out,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot}[args.command](args)
+        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "analyze": cmd_analyze}
+        commands[args.command](args)
     except UserError as exc:
         print(f"mtdqn {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

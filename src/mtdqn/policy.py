@@ -39,8 +39,13 @@ def _activate(x: np.ndarray, activation: str) -> np.ndarray:
 
 def q_values(params: Params, kinds: LayerKinds, obs: np.ndarray) -> np.ndarray:
     """Q values ``(S, T, B, A_max)`` of padded observations ``(S, T, B, obs_max)`` (float32)."""
+    return activations(params, kinds, obs, len(params))
+
+
+def activations(params: Params, kinds: LayerKinds, obs: np.ndarray, n_layers: int) -> np.ndarray:
+    """Output ``(S, T, B, width)`` of the first ``n_layers`` layers on padded observations."""
     x = obs
-    for (w, b), (activation, shared) in zip(params, kinds, strict=True):
+    for (w, b), (activation, shared) in zip(params[:n_layers], kinds[:n_layers], strict=True):
         if shared:
             s, t, n, d = x.shape
             y = np.matmul(x.reshape(s, t * n, d), w.swapaxes(-1, -2)).reshape(s, t, n, w.shape[-2])

@@ -1,0 +1,1 @@
+"""Shared-feature analysis: states from trained agents, embeddings, sharing metrics, overlap, report."""

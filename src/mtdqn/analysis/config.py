@@ -1,0 +1,62 @@
+"""Settings of ``mtdqn analyze``: one dataclass, saved as ``analysis/config.json`` beside the results."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from mtdqn.errors import UserError
+
+METHODS = ("tsne", "pca")
+
+
+@dataclass
+class AnalysisConfig:
+    """How states are collected, embedded and compared. Defaults follow the review's control analysis
+    (1,000 greedy states per task, t-SNE with perplexity 30), seeded."""
+
+    steps: int = 1000
+    """States recorded per task: the state before each of ``steps`` rollout steps (resets on episode end)."""
+    epsilon: float = 0.0
+    """Exploration of the rollout policy; 0 = greedy, as the review's trained agents acted."""
+    seed: int = 0
+    """Seeds the rollout's environments, its exploration, the embedding and the probes (with the member's
+    own seed, so each member of a population gets its own streams)."""
+    method: str = "tsne"
+    """``tsne`` (openTSNE, FFT-accelerated) or ``pca`` (two principal components, instant)."""
+    perplexity: float = 30.0
+    """t-SNE perplexity (the review's and scikit-learn's default)."""
+    tsne_iterations: int = 500
+    """t-SNE optimisation steps after the 250 steps of early exaggeration."""
+    neighbours: int = 10
+    """k of the k-nearest-neighbour task mixing and of the overlap search, in shared-feature space."""
+    overlap_per_pair: int = 3
+    """Overlap states drawn as pictures for every pair of tasks."""
+    thumbnail_width: int = 120
+    """Width in pixels of the frames shown on hover in the HTML report."""
+    probe_folds: int = 5
+    """Cross-validation folds of the linear probes (task id and value)."""
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` naming the first bad field."""
+        checks = [
+            (self.steps >= 10, "--steps must be at least 10"),
+            (0.0 <= self.epsilon <= 1.0, "--epsilon must lie in [0, 1]"),
+            (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}"),
+            (self.perplexity > 0, "--perplexity must be positive"),
+            (self.tsne_iterations > 0, "--tsne-iterations must be positive"),
+            (self.neighbours >= 1, "--neighbours must be at least 1"),
+            (self.overlap_per_pair >= 0, "--overlap-per-pair must be 0 or more"),
+            (16 <= self.thumbnail_width <= 400, "--thumbnail-width must lie in [16, 400]"),
+            (self.probe_folds >= 2, "--probe-folds must be at least 2"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def rollout_key(self) -> dict:
+        """The fields that decide which states are collected (a change means a new rollout)."""
+        return {"steps": self.steps, "epsilon": self.epsilon, "seed": self.seed}
