@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtdqn.best_shared import BEST_SHARED_FILE, BestShared, snapshot_shared
 from mtdqn.config import Config
 from mtdqn.errors import UserError
 from mtdqn.evaluate import EvalJob, EvalResult, Evaluator
@@ -95,6 +96,8 @@ class Trainer:
         self.env_steps = 0  # learning steps taken by each task so far (drives epsilon)
         self.wall_s = 0.0
         self.epoch_stats: dict = {}
+        # Best-epoch shared weights (multi-task runs only: a single-task baseline shares nothing).
+        self.best = BestShared(self.n_members) if config.mode == "multi" else None
         self._obs = np.zeros((self.n_members, self.n_tasks, 1, self.net.obs_max), dtype=np.float32)
 
     # --- creating and resuming ------------------------------------------------------------------------
@@ -152,6 +155,7 @@ class Trainer:
             "learner": self.learner.state_dict(),
             "replay": self.replay.state_dict(),
             "epoch_stats": self.epoch_stats,
+            "best_shared": self.best.state_dict() if self.best is not None else None,
         }
 
     def load_state(self, state: dict) -> None:
@@ -162,6 +166,8 @@ class Trainer:
             self.env_steps = int(state["env_steps"])
             self.wall_s = float(state["wall_s"])
             self.epoch_stats = state["epoch_stats"]
+            if self.best is not None and state.get("best_shared") is not None:
+                self.best.load_state_dict(state["best_shared"], self.device)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise UserError(
                 f"checkpoint in {self.run_dir} does not fit this configuration ({exc}); "
@@ -186,22 +192,55 @@ class Trainer:
             pending = None
             if self.epoch not in self.metrics.evaluated_epochs():
                 pending = evaluator.submit(self.eval_job(self.epoch))
-                pending_stats = self.epoch_stats
+                pending_stats, pending_shared = self.epoch_stats, self._snapshot_shared()
+            else:  # evaluated and recorded, but killed before its best-epoch judgement was checkpointed
+                self._judge_best(self.epoch, self._recorded_j(self.epoch), self._snapshot_shared())
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
                 seconds = self._train_epoch(epoch, bar)
                 stats = self._collect_epoch_stats(seconds)
                 if pending is not None:
-                    self._record(pending.result(), pending_stats, writer, bar)
+                    result = pending.result()
+                    self._record(result, pending_stats, writer, bar)
+                    self._judge_best(result.epoch, result.j, pending_shared)
                 self.epoch, self.epoch_stats = epoch, stats
                 save_checkpoint(self.run_dir / "checkpoint.pt", self.state())
                 pending, pending_stats = evaluator.submit(self.eval_job(epoch)), stats
+                pending_shared = self._snapshot_shared()  # epoch's weights, judged when its J arrives
             if pending is not None:
-                self._record(pending.result(), pending_stats, writer, bar)
+                result = pending.result()
+                self._record(result, pending_stats, writer, bar)
+                self._judge_best(result.epoch, result.j, pending_shared)
         finally:
             bar.close()
             evaluator.close()
             writer.close()
         plot_learning_curves(self.run_dir)
+
+    # --- best-epoch shared weights -----------------------------------------------------------------------
+
+    def _snapshot_shared(self) -> list[torch.Tensor] | None:
+        return snapshot_shared(self.net) if self.best is not None else None
+
+    def _judge_best(self, epoch: int, j: np.ndarray, shared: list[torch.Tensor] | None) -> None:
+        """Keep epoch ``epoch``'s shared weights for the members whose summed J is a new best; save them."""
+        if self.best is None or shared is None or epoch <= self.best.through_epoch:
+            return
+        self.best.consider(epoch, j, shared)
+        self.best.save(
+            self.run_dir / BEST_SHARED_FILE,
+            self.seeds,
+            [t.label for t in self.config.tasks],
+            self.config.network,
+            self.fingerprint,
+        )
+
+    def _recorded_j(self, epoch: int) -> np.ndarray:
+        """J per (member, task) of ``epoch`` as recorded in metrics.csv (exact: floats round-trip)."""
+        j = np.full((self.n_members, self.n_tasks), np.nan)
+        for row in self.metrics.rows:
+            if int(row["epoch"]) == epoch:
+                j[int(row["member"]), int(row["task"])] = float(row["J"])
+        return j
 
     def _warmup(self) -> None:
         """Fill every replay memory with ``replay.warmup`` uniformly random steps per task."""
