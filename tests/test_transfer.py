@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from mtdqn.best_shared import BEST_SHARED_FILE, BestShared, snapshot_shared
+from mtdqn.cli import main
 from mtdqn.config import (
     Config,
     ExplorationConfig,
@@ -18,9 +20,13 @@ from mtdqn.config import (
     RunConfig,
     TaskConfig,
 )
+from mtdqn.nets import MultiTaskQNetwork
+from mtdqn.tasks import task_specs
 from mtdqn.train import Trainer
+from mtdqn.transfer import default_source_seeds, make_transfer_config, shared_frozen
 
 TIMING = {"steps_per_s", "wall_s"}
+ACROBOT = TaskConfig("Acrobot-v1", gamma=0.99, horizon=1000)
 
 
 def tiny_config(tasks: list[TaskConfig], epochs: int = 3, seeds: list[int] | None = None, **kw) -> Config:
@@ -42,9 +48,13 @@ def tiny_config(tasks: list[TaskConfig], epochs: int = 3, seeds: list[int] | Non
 
 
 def source_config(epochs: int = 3) -> Config:
-    """Two tasks, two members."""
+    """Two source tasks (Acrobot held out), two members."""
     tasks = [TaskConfig("CartPole-v1", 0.99, 500), TaskConfig("mtdqn/CarOnHill-v0", 0.95, 100)]
     return tiny_config(tasks, epochs=epochs, seeds=[0, 1])
+
+
+def target_config(source: Path, epochs: int = 3, seeds: list[int] | None = None, unfreeze=0) -> Config:
+    return make_transfer_config(tiny_config([ACROBOT], epochs=epochs, seeds=seeds), source, unfreeze)
 
 
 class SharedRecorder:
@@ -171,3 +181,163 @@ def test_a_killed_run_resumes_to_the_same_best_shared(source, tmp_path: Path, mo
     resumed.run()
     assert _metrics(straight) == _metrics(resumed.run_dir)
     _assert_same_best(_best(straight), _best(resumed.run_dir))
+
+
+# --- transfer -------------------------------------------------------------------------------------------
+
+
+def test_shared_frozen_schedule() -> None:
+    assert [shared_frozen(e, 0) for e in (1, 2, 50)] == [False, False, False]
+    assert [shared_frozen(e, 1) for e in (1, 2)] == [False, False]
+    assert [shared_frozen(e, 10) for e in (1, 9, 10, 11)] == [True, True, False, False]  # the paper's
+    assert [shared_frozen(e, None) for e in (1, 50, 10**6)] == [True, True, True]
+    assert default_source_seeds([0, 1, 2], [2, 7, 9, 0]) == [2, 1, 0, 0]  # same seed, else seed mod 3
+
+
+def test_transfer_starts_from_the_source_shared_and_fresh_task_layers(source, tmp_path: Path) -> None:
+    src, _ = source
+    best = _best(src)
+    trainer = Trainer.create(target_config(src, epochs=0, seeds=[1, 4]), tmp_path / "t", progress=False)
+    assert trainer.config.transfer.source_seeds == [1, 0]  # seed 1 is in the source; 4 mod 2 = member 0
+    trainer.run()  # warm-up and the evaluation of epoch 0 only
+    net = trainer.net
+    scratch = MultiTaskQNetwork(task_specs([ACROBOT]), trainer.config.network, n_members=2, seeds=[1, 4])
+    shared = [i for i, layer in enumerate(net.plan) if layer.role == "shared"]
+    for i in range(len(net.plan)):
+        if i in shared:
+            k = shared.index(i)
+            for m, src_member in enumerate([1, 0]):
+                assert torch.equal(net.weights[i][m], best["weights"][k][src_member])
+                assert torch.equal(net.biases[i][m], best["biases"][k][src_member])
+            # As in the paper's code, the target network keeps the fresh shared layers until its first copy.
+            assert torch.equal(trainer.learner.target.weights[i], scratch.weights[i])
+        else:  # fresh from the run's own seeds, exactly a from-scratch network's
+            assert torch.equal(net.weights[i], scratch.weights[i])
+            assert torch.equal(net.biases[i], scratch.biases[i])
+    config = json.loads((tmp_path / "t" / "config.json").read_text())["config"]
+    assert config["transfer"]["source"] == str(src)
+    assert config["transfer"]["unfreeze_epoch"] == 0
+    assert len(config["transfer"]["source_fingerprint"]) == 16
+
+
+@pytest.mark.parametrize(("unfreeze", "frozen_epochs"), [(0, set()), (3, {1, 2}), (None, {1, 2, 3})])
+def test_frozen_shared_layers_stay_bit_identical(
+    source, tmp_path: Path, monkeypatch, unfreeze, frozen_epochs
+) -> None:
+    src, _ = source
+    best = _best(src)
+    start = [w[[0]] for w in best["weights"] + best["biases"]]  # seed 0 takes source member 0
+    recorder = SharedRecorder(monkeypatch)
+    trainer = Trainer.create(target_config(src, unfreeze=unfreeze), tmp_path / "t", progress=False)
+    trainer.run()
+    before = start
+    for epoch in (1, 2, 3):
+        after = recorder.after_epoch[epoch]
+        same = all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+        assert same == (epoch in frozen_epochs), epoch
+        before = after
+    shared = snapshot_shared(trainer.net)
+    adam_state = [trainer.learner.optimizer.state.get(p, {}) for p in trainer.net.parameters()]
+    n_with_state = sum(1 for s in adam_state if s)
+    n_params = len(adam_state)
+    assert n_with_state == (n_params - len(shared) if unfreeze is None else n_params)
+    head = trainer.net.weights[-1]
+    assert not torch.equal(head, MultiTaskQNetwork(task_specs([ACROBOT]), trainer.config.network).weights[-1])
+
+
+@pytest.mark.parametrize("kill", ["warmup", "mid-epoch"])
+def test_a_killed_transfer_run_resumes_exactly(source, tmp_path: Path, monkeypatch, kill) -> None:
+    src, _ = source
+    straight = Trainer.create(target_config(src, unfreeze=2), tmp_path / "straight", progress=False)
+    straight.run()
+    crashing = Trainer.create(target_config(src, unfreeze=2), tmp_path / "crashed", progress=False)
+    if kill == "warmup":  # before the first checkpoint: the resumed run reads the source again
+
+        def crash(self):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(Trainer, "_warmup", crash)
+    else:
+        original = Trainer._step_envs
+
+        def crash(self, actions):
+            if self.env_steps == 90:  # inside epoch 2, the first unfrozen one
+                raise KeyboardInterrupt
+            return original(self, actions)
+
+        monkeypatch.setattr(Trainer, "_step_envs", crash)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.run()
+    monkeypatch.undo()
+    # `mtdqn train --resume` on a transfer run
+    assert main(["train", "--resume", str(tmp_path / "crashed"), "--no-progress"]) == 0
+    resumed = Trainer.load(tmp_path / "crashed", progress=False)
+    assert _metrics(straight.run_dir) == _metrics(resumed.run_dir)
+    for a, b in ((straight.net, resumed.net), (straight.learner.target, resumed.learner.target)):
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.equal(p, q)
+    _assert_same_best(_best(straight.run_dir), _best(resumed.run_dir))
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+TINY = ["--epochs", "1", "--steps-per-epoch", "40", "--eval-steps", "30", "--warmup", "10"]
+TINY += ["--batch-size", "8"]
+QUIET = ["--no-progress", "--no-background-eval", "--threads", "1"]
+
+
+def test_transfer_command_end_to_end(source, tmp_path: Path, capsys) -> None:
+    src, _ = source
+    args = ["transfer", "--from", str(src), "--task", "Acrobot-v1", "--horizon", "1000"]
+    assert main([*args, "--unfreeze-epoch", "never", "--runs-dir", str(tmp_path), *TINY, *QUIET]) == 0
+    run = tmp_path / "Acrobot-v1-multi-from-source-unfreezenever-seed0"
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert config["transfer"]["unfreeze_epoch"] is None and config["tasks"][0]["horizon"] == 1000
+    assert config["network"] == json.loads((src / "config.json").read_text())["config"]["network"]
+    assert (run / BEST_SHARED_FILE).is_file() and (run / "plots" / "learning_curves.png").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["epoch"] == 1
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0  # extend it
+
+
+def _write_source(folder: Path, **config_changes) -> Path:
+    """A source run folder with only its config.json (no epoch trained, so no best_shared.pt)."""
+    config = source_config()
+    for key, value in config_changes.items():
+        setattr(config, key, value)
+    Trainer.create(config, folder, progress=False)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("make_source", "extra", "needle"),
+    [
+        (lambda tmp, src: tmp / "missing", [], "is not a folder"),
+        (lambda tmp, src: _write_source(tmp / "new"), [], "has no best_shared.pt"),
+        (lambda tmp, src: _write_source(tmp / "single", mode="single"), [], "single-task baseline"),
+        (lambda tmp, src: src, ["--width", "64"], "(width 80, 2 shared layers"),
+        (lambda tmp, src: src, ["--feature-activation", "relu"], "do not match this run's"),
+        (lambda tmp, src: tmp / "corrupt", [], "corrupt"),
+        (lambda tmp, src: None, [], "no source run given"),
+    ],
+)
+def test_bad_sources_give_one_line_and_exit_code_2(
+    source, tmp_path: Path, capsys, make_source, extra, needle
+) -> None:
+    src, _ = source
+    folder = make_source(tmp_path, src)
+    if folder is not None and folder.name == "corrupt":
+        _write_source(folder)
+        (folder / BEST_SHARED_FILE).write_bytes(b"not a checkpoint")
+    runs = tmp_path / "runs"
+    args = ["transfer", "--task", "Acrobot-v1", "--runs-dir", str(runs), *extra, *TINY, *QUIET]
+    if folder is not None:
+        args += ["--from", str(folder)]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    if "--width" in extra:
+        assert "(width 64, 2 shared layers" in err  # names both networks
+    assert not runs.exists()  # nothing written

@@ -46,6 +46,7 @@ from mtdqn.runlog import (
 )
 from mtdqn.seeding import derive_rng, derive_seed
 from mtdqn.tasks import make_vector_task, task_specs
+from mtdqn.transfer import SourceShared, load_shared, prepare, set_shared_trainable, shared_frozen
 
 _SAMPLE_CHUNK = 100
 """Steps whose replay samples are drawn and planned at once."""
@@ -96,19 +97,28 @@ class Trainer:
         self.env_steps = 0  # learning steps taken by each task so far (drives epsilon)
         self.wall_s = 0.0
         self.epoch_stats: dict = {}
-        # Best-epoch shared weights (multi-task runs only: a single-task baseline shares nothing).
+        # Best-epoch shared weights (multi-task runs), and a transfer run's source weights once read.
         self.best = BestShared(self.n_members) if config.mode == "multi" else None
+        self._source: SourceShared | None = None
         self._obs = np.zeros((self.n_members, self.n_tasks, 1, self.net.obs_max), dtype=np.float32)
 
     # --- creating and resuming ------------------------------------------------------------------------
 
     @classmethod
     def create(cls, config: Config, run_dir: Path, overwrite: bool = False, progress: bool = True) -> Trainer:
-        """A new run in ``run_dir``; refuses an existing run folder unless ``overwrite``."""
+        """A new run in ``run_dir``; refuses an existing run folder unless ``overwrite``.
+
+        A transfer run (``config.transfer``) is checked against its source here, and its config gets the
+        source's weight digest and the source member of every seed.
+        """
         run_dir = Path(run_dir)
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"{run_dir} exists and is not a folder; choose another --name or --runs-dir")
+        source = None
+        if config.transfer is not None:
+            config, source = prepare(config)
         trainer = cls(config, run_dir, progress)  # validates everything before touching the disk
+        trainer._source = source
         if run_dir.exists() and any(run_dir.iterdir()):
             if not overwrite:
                 raise UserError(
@@ -185,6 +195,7 @@ class Trainer:
         bar = self._progress_bar()
         try:
             if self.epoch < 0:
+                self._start_transfer()
                 self._warmup()
                 self.epoch = 0
                 self.epoch_stats = self._collect_epoch_stats(0.0)
@@ -196,6 +207,7 @@ class Trainer:
             else:  # evaluated and recorded, but killed before its best-epoch judgement was checkpointed
                 self._judge_best(self.epoch, self._recorded_j(self.epoch), self._snapshot_shared())
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                self._apply_freeze(epoch)
                 seconds = self._train_epoch(epoch, bar)
                 stats = self._collect_epoch_stats(seconds)
                 if pending is not None:
@@ -216,7 +228,19 @@ class Trainer:
             writer.close()
         plot_learning_curves(self.run_dir)
 
-    # --- best-epoch shared weights -----------------------------------------------------------------------
+    # --- transfer and best-epoch shared weights ----------------------------------------------------------
+
+    def _start_transfer(self) -> None:
+        """Before a transfer run's warm-up: its online shared layers <- the source's best-epoch ones."""
+        if self.config.transfer is None:
+            return
+        if self._source is None:  # resumed before its first checkpoint: read (and re-check) the source
+            _, self._source = prepare(self.config)
+        load_shared(self.net, self._source, self.config.transfer.source_seeds)
+
+    def _apply_freeze(self, epoch: int) -> None:
+        if self.config.transfer is not None:
+            set_shared_trainable(self.net, not shared_frozen(epoch, self.config.transfer.unfreeze_epoch))
 
     def _snapshot_shared(self) -> list[torch.Tensor] | None:
         return snapshot_shared(self.net) if self.best is not None else None
