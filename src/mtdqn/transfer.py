@@ -134,6 +134,9 @@ def prepare(config: Config) -> tuple[Config, SourceShared]:
         raise UserError(
             f"transfer source_seeds {missing} are not members of source {tc.source} (seeds {source.seeds})"
         )
+    unjudged = [s for s in chosen if source.epochs[source.seeds.index(s)] < 0]
+    if unjudged:
+        raise UserError(f"source {tc.source} has no best epoch for its member(s) of seed {unjudged} yet")
     resolved = dataclasses.replace(
         config,
         transfer=dataclasses.replace(tc, source_fingerprint=source.digest, source_seeds=chosen),
