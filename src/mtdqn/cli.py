@@ -1,4 +1,4 @@
-"""The ``mtdqn`` command: ``train``, ``evaluate``, ``plot`` and ``analyze``.
+"""The ``mtdqn`` command: ``train``, ``transfer``, ``evaluate``, ``plot`` and ``analyze``.
 
 User mistakes print one line naming the problem and the fix and exit with code 2 (no traceback).
 """
@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mtdqn.config import (
     ACTIVATIONS,
@@ -29,6 +29,9 @@ from mtdqn.config import (
     task_preset,
 )
 from mtdqn.errors import UserError
+
+if TYPE_CHECKING:
+    from mtdqn.train import Trainer
 
 EXIT_USER_ERROR = 2
 
@@ -59,6 +62,13 @@ _positive_int = _checked(int, lambda v: v > 0, "a positive integer")
 _nonneg_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
 _probability = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 _positive_float = _checked(float, lambda v: v > 0, "a positive number")
+
+
+def _unfreeze_epoch(text: str) -> int | str:
+    """``--unfreeze-epoch``: a non-negative epoch, or ``never``."""
+    if text.strip().lower() == "never":
+        return "never"
+    return _nonneg_int(text)
 
 
 def _seed_list(text: str) -> list[int]:
@@ -257,6 +267,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
+    transfer = sub.add_parser(
+        "transfer",
+        parents=[train],
+        add_help=False,
+        help="train new tasks on top of another run's best-epoch shared layers",
+        description="Train new tasks with fresh task input layers and heads on top of the shared layers of "
+        "another (multi-task) run's best epoch (its best_shared.pt), frozen for the first epochs if asked. "
+        "Takes every option of train; the network defaults to the source's. The run folder is an ordinary "
+        "one (resume it with mtdqn train --resume). Default name: "
+        "<tasks>-<mode>-from-<source>-unfreeze<N>-seed<seed>.",
+    )
+    tr = transfer.add_argument_group("transfer")
+    tr.add_argument(
+        "--from",
+        dest="source",
+        metavar="RUN_DIR",
+        help="the source run folder: a multi-task run with a best_shared.pt (required)",
+    )
+    tr.add_argument(
+        "--unfreeze-epoch",
+        type=_unfreeze_epoch,
+        metavar="N",
+        help="the shared layers are frozen during epochs 1..N-1 and learn from epoch N on (the paper's "
+        "--unfreeze-epoch); 0 or 1: never frozen; never: frozen for the whole run (default: 0)",
+    )
+
     ev = sub.add_parser(
         "evaluate",
         help="evaluate a run's latest checkpoint",
@@ -384,7 +420,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config
 
 
-def default_run_name(config: Config, preset: str | None) -> str:
+def default_run_name(config: Config, preset: str | None, kind: str | None = None) -> str:
+    """``<preset or tasks>-<kind, default: mode>-<seeds>``."""
     what = preset or "+".join(t.env_id.split("/")[-1] for t in config.tasks)
     seeds = config.run.seeds
     if len(seeds) == 1:
@@ -393,7 +430,7 @@ def default_run_name(config: Config, preset: str | None) -> str:
         tag = f"seeds{seeds[0]}-{seeds[-1]}"
     else:
         tag = f"{len(seeds)}seeds"
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{what}-{config.mode}-{tag}")
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{what}-{kind or config.mode}-{tag}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -416,6 +453,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = config_from_args(args)
         run_dir = Path(args.runs_dir) / (args.name or default_run_name(config, args.preset))
         trainer = Trainer.create(config, run_dir, overwrite=args.overwrite, progress=args.progress)
+    _run_and_report(trainer)
+
+
+def _run_and_report(trainer: Trainer) -> None:
     print(f"run folder: {trainer.run_dir}", file=sys.stderr)
     trainer.run()
     print(
@@ -423,6 +464,30 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"TensorBoard: tensorboard --logdir {trainer.run_dir / 'tb'}",
         file=sys.stderr,
     )
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from mtdqn.train import Trainer
+    from mtdqn.transfer import make_transfer_config
+
+    if args.resume:
+        if args.source is not None or args.unfreeze_epoch is not None:
+            raise UserError(
+                "--resume continues with the run's saved config.json; drop --from and --unfreeze-epoch"
+            )
+        cmd_train(args)
+        return
+    if args.source is None:
+        raise UserError("no source run given; pass --from RUN_DIR (the folder of a multi-task run)")
+    unfreeze = 0 if args.unfreeze_epoch is None else args.unfreeze_epoch
+    unfreeze = None if unfreeze == "never" else unfreeze
+    keep_network = any(getattr(args, o) is not None for o in ("arch", "width", "feature_activation"))
+    config = make_transfer_config(config_from_args(args), args.source, unfreeze, keep_network=keep_network)
+    schedule = "never" if unfreeze is None else unfreeze
+    kind = f"{config.mode}-from-{Path(args.source).resolve().name}-unfreeze{schedule}"
+    run_dir = Path(args.runs_dir) / (args.name or default_run_name(config, args.preset, kind))
+    trainer = Trainer.create(config, run_dir, overwrite=args.overwrite, progress=args.progress)
+    _run_and_report(trainer)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -502,7 +567,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "analyze": cmd_analyze}
+        commands = {
+            "train": cmd_train,
+            "transfer": cmd_transfer,
+            "evaluate": cmd_evaluate,
+            "plot": cmd_plot,
+            "analyze": cmd_analyze,
+        }
         commands[args.command](args)
     except UserError as exc:
         print(f"mtdqn {args.command}: error: {exc}", file=sys.stderr)

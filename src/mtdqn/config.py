@@ -127,6 +127,28 @@ class RunConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Start the shared layers from another run's best-epoch shared weights (the paper's transfer, spec 1.11).
+
+    The run's task input layers and heads are fresh (from its own seeds); its shared layers are copied from
+    the source run's ``best_shared.pt`` before learning. Build one with
+    :func:`mtdqn.transfer.make_transfer_config`.
+    """
+
+    source: str
+    """Folder of the source run (multi-task), as given: relative to the working directory, or absolute."""
+    unfreeze_epoch: int | None = 0
+    """First epoch whose updates train the shared layers (the paper's ``--unfreeze-epoch``): they are frozen
+    during epochs 1 .. unfreeze_epoch - 1. 0 (or 1): never frozen; None: frozen for the whole run."""
+    source_fingerprint: str = ""
+    """Digest of the source's best-epoch shared weights; empty: filled in when the run is created."""
+    source_seeds: list[int] = field(default_factory=list)
+    """Per member of this run, the seed of the source member whose shared weights it starts from; empty:
+    filled in when the run is created (the source member of the same seed, else the source's member number
+    ``seed mod n_source_members``)."""
+
+
+@dataclass
 class Config:
     """Everything that defines a run."""
 
@@ -139,6 +161,8 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    transfer: TransferConfig | None = None
+    """Shared layers from another run (None: a run from scratch)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,6 +178,7 @@ class Config:
                 learner=LearnerConfig(**data["learner"]),
                 exploration=ExplorationConfig(**data["exploration"]),
                 run=RunConfig(**data["run"]),
+                transfer=TransferConfig(**data["transfer"]) if data.get("transfer") else None,
             )
         except (KeyError, TypeError) as exc:
             raise UserError(f"configuration does not match this version of mtdqn ({exc})") from None
@@ -163,6 +188,8 @@ class Config:
         data = self.to_dict()
         for key in ("epochs", "device", "background_eval", "torch_threads"):
             data["run"].pop(key)
+        if data["transfer"] is None:  # runs from scratch keep the fingerprint they had before transfers
+            data.pop("transfer")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -215,6 +242,19 @@ class Config:
             raise UserError(f"seeds {self.run.seeds} repeat a seed; give each seed once")
         if self.run.device not in ("cpu", "cuda", "auto") and not self.run.device.startswith("cuda:"):
             raise UserError(f"unknown device {self.run.device!r}; use cpu, cuda, cuda:N or auto")
+        if self.transfer is not None:
+            if not self.transfer.source:
+                raise UserError("transfer without a source run; pass --from RUN_DIR")
+            unfreeze = self.transfer.unfreeze_epoch
+            if unfreeze is not None and unfreeze < 0:
+                raise UserError(
+                    f"unfreeze epoch is {unfreeze}; use 0 (never frozen), a positive epoch or never"
+                )
+            if self.transfer.source_seeds and len(self.transfer.source_seeds) != len(self.run.seeds):
+                raise UserError(
+                    f"transfer source_seeds {self.transfer.source_seeds} do not give one source member per "
+                    f"seed ({len(self.run.seeds)} seeds); give one per seed or none"
+                )
 
 
 def _positive(what: str, value: int) -> None:

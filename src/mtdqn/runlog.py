@@ -5,6 +5,7 @@
     runs/<name>/tb/              TensorBoard scalars per task
     runs/<name>/plots/*.png      learning curves (one per task, and all tasks side by side)
     runs/<name>/checkpoint.pt    everything needed to resume after the last completed epoch
+    runs/<name>/best_shared.pt   multi-task runs: the best epoch's shared layers (see mtdqn.best_shared)
 
 Every file is written atomically (temporary file, fsync, rename), so a killed run never leaves a half file.
 Checkpoints hold only tensors and plain containers and are loaded with ``torch.load(weights_only=True)``:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtdqn.best_shared import BEST_SHARED_FILE, BestShared, snapshot_shared
 from mtdqn.config import Config
 from mtdqn.errors import UserError
 from mtdqn.evaluate import EvalJob, EvalResult, Evaluator
@@ -45,6 +46,7 @@ from mtdqn.runlog import (
 )
 from mtdqn.seeding import derive_rng, derive_seed
 from mtdqn.tasks import make_vector_task, task_specs
+from mtdqn.transfer import SourceShared, load_shared, prepare, set_shared_trainable, shared_frozen
 
 _SAMPLE_CHUNK = 100
 """Steps whose replay samples are drawn and planned at once."""
@@ -95,17 +97,28 @@ class Trainer:
         self.env_steps = 0  # learning steps taken by each task so far (drives epsilon)
         self.wall_s = 0.0
         self.epoch_stats: dict = {}
+        # Best-epoch shared weights (multi-task runs), and a transfer run's source weights once read.
+        self.best = BestShared(self.n_members) if config.mode == "multi" else None
+        self._source: SourceShared | None = None
         self._obs = np.zeros((self.n_members, self.n_tasks, 1, self.net.obs_max), dtype=np.float32)
 
     # --- creating and resuming ------------------------------------------------------------------------
 
     @classmethod
     def create(cls, config: Config, run_dir: Path, overwrite: bool = False, progress: bool = True) -> Trainer:
-        """A new run in ``run_dir``; refuses an existing run folder unless ``overwrite``."""
+        """A new run in ``run_dir``; refuses an existing run folder unless ``overwrite``.
+
+        A transfer run (``config.transfer``) is checked against its source here, and its config gets the
+        source's weight digest and the source member of every seed.
+        """
         run_dir = Path(run_dir)
         if run_dir.exists() and not run_dir.is_dir():
             raise UserError(f"{run_dir} exists and is not a folder; choose another --name or --runs-dir")
+        source = None
+        if config.transfer is not None:
+            config, source = prepare(config)
         trainer = cls(config, run_dir, progress)  # validates everything before touching the disk
+        trainer._source = source
         if run_dir.exists() and any(run_dir.iterdir()):
             if not overwrite:
                 raise UserError(
@@ -152,6 +165,7 @@ class Trainer:
             "learner": self.learner.state_dict(),
             "replay": self.replay.state_dict(),
             "epoch_stats": self.epoch_stats,
+            "best_shared": self.best.state_dict() if self.best is not None else None,
         }
 
     def load_state(self, state: dict) -> None:
@@ -162,6 +176,8 @@ class Trainer:
             self.env_steps = int(state["env_steps"])
             self.wall_s = float(state["wall_s"])
             self.epoch_stats = state["epoch_stats"]
+            if self.best is not None and state.get("best_shared") is not None:
+                self.best.load_state_dict(state["best_shared"], self.device)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise UserError(
                 f"checkpoint in {self.run_dir} does not fit this configuration ({exc}); "
@@ -179,6 +195,7 @@ class Trainer:
         bar = self._progress_bar()
         try:
             if self.epoch < 0:
+                self._start_transfer()
                 self._warmup()
                 self.epoch = 0
                 self.epoch_stats = self._collect_epoch_stats(0.0)
@@ -186,22 +203,68 @@ class Trainer:
             pending = None
             if self.epoch not in self.metrics.evaluated_epochs():
                 pending = evaluator.submit(self.eval_job(self.epoch))
-                pending_stats = self.epoch_stats
+                pending_stats, pending_shared = self.epoch_stats, self._snapshot_shared()
+            else:  # evaluated and recorded, but killed before its best-epoch judgement was checkpointed
+                self._judge_best(self.epoch, self._recorded_j(self.epoch), self._snapshot_shared())
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                self._apply_freeze(epoch)
                 seconds = self._train_epoch(epoch, bar)
                 stats = self._collect_epoch_stats(seconds)
                 if pending is not None:
-                    self._record(pending.result(), pending_stats, writer, bar)
+                    result = pending.result()
+                    self._record(result, pending_stats, writer, bar)
+                    self._judge_best(result.epoch, result.j, pending_shared)
                 self.epoch, self.epoch_stats = epoch, stats
                 save_checkpoint(self.run_dir / "checkpoint.pt", self.state())
                 pending, pending_stats = evaluator.submit(self.eval_job(epoch)), stats
+                pending_shared = self._snapshot_shared()  # epoch's weights, judged when its J arrives
             if pending is not None:
-                self._record(pending.result(), pending_stats, writer, bar)
+                result = pending.result()
+                self._record(result, pending_stats, writer, bar)
+                self._judge_best(result.epoch, result.j, pending_shared)
         finally:
             bar.close()
             evaluator.close()
             writer.close()
         plot_learning_curves(self.run_dir)
+
+    # --- transfer and best-epoch shared weights ----------------------------------------------------------
+
+    def _start_transfer(self) -> None:
+        """Before a transfer run's warm-up: its online shared layers <- the source's best-epoch ones."""
+        if self.config.transfer is None:
+            return
+        if self._source is None:  # resumed before its first checkpoint: read (and re-check) the source
+            _, self._source = prepare(self.config)
+        load_shared(self.net, self._source, self.config.transfer.source_seeds)
+
+    def _apply_freeze(self, epoch: int) -> None:
+        if self.config.transfer is not None:
+            set_shared_trainable(self.net, not shared_frozen(epoch, self.config.transfer.unfreeze_epoch))
+
+    def _snapshot_shared(self) -> list[torch.Tensor] | None:
+        return snapshot_shared(self.net) if self.best is not None else None
+
+    def _judge_best(self, epoch: int, j: np.ndarray, shared: list[torch.Tensor] | None) -> None:
+        """Keep epoch ``epoch``'s shared weights for the members whose summed J is a new best; save them."""
+        if self.best is None or shared is None or epoch <= self.best.through_epoch:
+            return
+        self.best.consider(epoch, j, shared)
+        self.best.save(
+            self.run_dir / BEST_SHARED_FILE,
+            self.seeds,
+            [t.label for t in self.config.tasks],
+            self.config.network,
+            self.fingerprint,
+        )
+
+    def _recorded_j(self, epoch: int) -> np.ndarray:
+        """J per (member, task) of ``epoch`` as recorded in metrics.csv (exact: floats round-trip)."""
+        j = np.full((self.n_members, self.n_tasks), np.nan)
+        for row in self.metrics.rows:
+            if int(row["epoch"]) == epoch:
+                j[int(row["member"]), int(row["task"])] = float(row["J"])
+        return j
 
     def _warmup(self) -> None:
         """Fill every replay memory with ``replay.warmup`` uniformly random steps per task."""

@@ -54,10 +54,16 @@ def metrics_table(metrics: dict, task_names: list[str]) -> str:
         meaning = MEANINGS.get(key, "")
         if key in ("effective_rank_per_task",):
             value = dict(zip(task_names, value, strict=True))
-        if key == "value_r2_cross":
-            meaning += f" (task order: {', '.join(task_names)})"
+        cell = _fmt(value)
+        if key == "value_r2_cross":  # a small matrix: fitted on the column's task, tested on the row's
+            head = "".join(f"<th>{html.escape(n)}</th>" for n in task_names)
+            body = "".join(
+                f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{v:+.2f}</td>" for v in row) + "</tr>"
+                for n, row in zip(task_names, value, strict=True)
+            )
+            cell = f"<table><tr><th>tested on \\ fitted on</th>{head}</tr>{body}</table>"
         rows.append(
-            f"<tr><td><code>{html.escape(key)}</code></td><td>{_fmt(value)}</td>"
+            f"<tr><td><code>{html.escape(key)}</code></td><td>{cell}</td>"
             f"<td>{html.escape(meaning)}</td></tr>"
         )
     return "\n".join(rows)
