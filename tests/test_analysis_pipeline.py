@@ -153,12 +153,24 @@ def test_analyze_writes_figures_metrics_and_a_report_and_reuses_its_states(runs,
 
 def test_a_population_is_analysed_per_seed_with_a_summary(runs, tmp_path):
     out = tmp_path / "pop"
-    assert main(["analyze", str(runs["pop"]), "--steps", "40", "--method", "pca", "--out", str(out)]) == 0
+    compare = ["--compare", str(runs["single"])]
+    assert (
+        main(["analyze", str(runs["pop"]), "--steps", "40", "--method", "pca", "--out", str(out), *compare])
+        == 0
+    )
     assert (out / "seed0" / "report.html").is_file() and (out / "seed1" / "report.html").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"] == [0, 1]
     probe = summary["metrics"]["task_probe_accuracy"]
     assert len(probe["per_seed"]) == 2 and probe["mean"] == pytest.approx(np.mean(probe["per_seed"]))
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 1) * np.std(probe["per_seed"], ddof=1) / np.sqrt(2)
+    assert probe["ci95"] == pytest.approx(half)
+    cka = summary["metrics"]["cka vs single"]["per_seed"]
+    for seed, value in zip((0, 1), cka, strict=True):
+        per_member = json.loads((out / f"seed{seed}" / "metrics.json").read_text())["metrics"]["cka"]
+        assert value == next(iter(per_member.values()))["all states"]
     # a member analysed alone gives the same numbers as inside the population analysis
     alone = tmp_path / "alone"
     assert (

@@ -348,6 +348,18 @@ def _add_analyze_parser(sub) -> None:
                     help=f"t-SNE perplexity (default: {a.perplexity})")
     an.add_argument("--tsne-iterations", type=_positive_int, default=a.tsne_iterations,
                     help=f"t-SNE steps after early exaggeration (default: {a.tsne_iterations})")
+    an.add_argument(
+        "--tsne-learning-rate",
+        type=_checked(float, lambda v: v >= 0, "0 (auto) or a positive number"),
+        default=a.tsne_learning_rate,
+        help="t-SNE learning rate (default: 0 = auto, N/12)",
+    )
+    an.add_argument(
+        "--tsne-early-exaggeration",
+        type=_checked(float, lambda v: v >= 1, "a number of at least 1"),
+        default=a.tsne_early_exaggeration,
+        help=f"t-SNE early exaggeration (default: {a.tsne_early_exaggeration})",
+    )
     an.add_argument("--neighbours", type=_positive_int, default=a.neighbours,
                     help=f"k of the k-NN mixing and overlap search (default: {a.neighbours})")
     an.add_argument("--overlap-per-pair", type=_nonneg_int, default=a.overlap_per_pair,
@@ -552,6 +564,8 @@ def cmd_analyze(args: argparse.Namespace) -> None:
         method=args.method,
         perplexity=args.perplexity,
         tsne_iterations=args.tsne_iterations,
+        tsne_learning_rate=args.tsne_learning_rate,
+        tsne_early_exaggeration=args.tsne_early_exaggeration,
         neighbours=args.neighbours,
         overlap_per_pair=args.overlap_per_pair,
         thumbnail_width=args.thumbnail_width,

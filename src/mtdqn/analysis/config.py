@@ -28,6 +28,10 @@ class AnalysisConfig:
     """t-SNE perplexity (the review's and scikit-learn's default)."""
     tsne_iterations: int = 500
     """t-SNE optimisation steps after the 250 steps of early exaggeration."""
+    tsne_learning_rate: float = 0.0
+    """t-SNE learning rate; 0 = openTSNE's ``auto`` (N / 12, Belkina et al. 2019)."""
+    tsne_early_exaggeration: float = 12.0
+    """t-SNE early exaggeration (the review's scikit-learn versions used 12)."""
     neighbours: int = 10
     """k of the k-nearest-neighbour task mixing and of the overlap search, in shared-feature space."""
     overlap_per_pair: int = 3
@@ -45,6 +49,8 @@ class AnalysisConfig:
             (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}"),
             (self.perplexity > 0, "--perplexity must be positive"),
             (self.tsne_iterations > 0, "--tsne-iterations must be positive"),
+            (self.tsne_learning_rate >= 0, "--tsne-learning-rate must be 0 (auto) or positive"),
+            (self.tsne_early_exaggeration >= 1, "--tsne-early-exaggeration must be at least 1"),
             (self.neighbours >= 1, "--neighbours must be at least 1"),
             (self.overlap_per_pair >= 0, "--overlap-per-pair must be 0 or more"),
             (16 <= self.thumbnail_width <= 400, "--thumbnail-width must lie in [16, 400]"),

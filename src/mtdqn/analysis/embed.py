@@ -25,6 +25,8 @@ def embed(x: np.ndarray, cfg: AnalysisConfig, seed: int) -> np.ndarray:
         n_components=2,
         perplexity=perplexity,
         n_iter=cfg.tsne_iterations,
+        learning_rate=cfg.tsne_learning_rate or "auto",
+        early_exaggeration=cfg.tsne_early_exaggeration,
         initialization="pca",
         random_state=seed,
         n_jobs=os.cpu_count() or 1,

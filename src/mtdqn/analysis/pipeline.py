@@ -62,7 +62,12 @@ def _embedding(x: np.ndarray, cfg: AnalysisConfig, seed: int, path: Path, log) -
     """Embed ``x``, or reuse ``path`` when it holds the embedding of the same features and settings."""
     settings = {"method": cfg.method, "seed": seed}
     if cfg.method == "tsne":
-        settings.update(perplexity=cfg.perplexity, iterations=cfg.tsne_iterations)
+        settings.update(
+            perplexity=cfg.perplexity,
+            iterations=cfg.tsne_iterations,
+            learning_rate=cfg.tsne_learning_rate,
+            early_exaggeration=cfg.tsne_early_exaggeration,
+        )
     digest = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
     key = json.dumps({**settings, "features": digest}, sort_keys=True)
     if path.is_file():
@@ -235,10 +240,15 @@ SCALAR_METRICS = (
 
 
 def summarise(results: list[MemberResult]) -> dict:
-    """Mean and 95% Student-t half-width over members of every scalar metric."""
+    """Mean and 95% Student-t half-width over members of every scalar metric (and of the all-states CKA
+    against each compared run)."""
+    columns = {key: [r.metrics[key] for r in results] for key in SCALAR_METRICS}
+    for r in results:
+        for label, values in r.metrics.get("cka", {}).items():
+            columns.setdefault(f"cka vs {label.split(' (seed ')[0]}", []).append(values["all states"])
     summary = {}
-    for key in SCALAR_METRICS:
-        values = np.array([r.metrics[key] for r in results], dtype=np.float64)
+    for key, column in columns.items():
+        values = np.array(column, dtype=np.float64)
         half = float(t_half_width(values[:, None])[0]) if len(values) > 1 else float("nan")
         summary[key] = {"mean": float(values.mean()), "ci95": half, "per_seed": values.tolist()}
     return summary
