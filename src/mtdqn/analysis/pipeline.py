@@ -156,23 +156,14 @@ def analyze_member(
         old.unlink()
     overlaps = overlap_states(x, task, nn_idx, cfg.overlap_per_pair)
     renderer = FrameRenderer(states)
+    panels = figures.OverlapPanels(emb, task, value, names)
     overlap_figs, overlap_rows = [], []
     try:
         for (a, b), items in overlaps.items():
             for rank, item in enumerate(items):
                 path = overlap_dir / f"{safe_name(names[a])}__{safe_name(names[b])}_{rank}.png"
-                overlap_figs.append(
-                    figures.overlap_panel(
-                        emb,
-                        task,
-                        value,
-                        names,
-                        item,
-                        renderer.frame(item.row),
-                        renderer.frame(item.partner),
-                        path,
-                    )
-                )
+                frames = renderer.frame(item.row), renderer.frame(item.partner)
+                overlap_figs.append(panels.draw(item, *frames, path))
                 overlap_rows.append(
                     {
                         **item.__dict__,
@@ -185,6 +176,7 @@ def analyze_member(
                 )
     finally:
         renderer.close()
+        panels.close()
     lap("overlap")
     sheets = thumbnails.result()
     pool.shutdown()
