@@ -40,6 +40,24 @@ def test_review_counts(deramo_specs: list[TaskSpec]) -> None:
     assert MultiTaskQNetwork(deramo_specs[:3], NetworkConfig()).parameter_count() == 14_808
 
 
+def test_feature_width_shrinks_only_the_feature_layer(deramo_specs: list[TaskSpec]) -> None:
+    """The review's failing variant: 10 shared features. Inputs 1,200 + shared 80x80 6,480 + 80->10 810 +
+    heads 11 x (2 + 3 + 3) = 88."""
+    net = MultiTaskQNetwork(deramo_specs[:3], NetworkConfig(feature_width=10))
+    assert net.parameter_count() == 8_578
+    obs = torch.zeros(1, 3, 4, net.obs_max)
+    assert net.features(obs).shape == (1, 3, 4, 10) and net(obs).shape == (1, 3, 4, 3)
+    default = NetworkConfig()
+    assert default.n_features == 80
+    from mtdqn.config import Config
+
+    # runs from before the option keep their fingerprint; a set width is part of it
+    tasks = TASK_PRESETS["review-control"]
+    plain = Config(tasks=tasks).learning_fingerprint()
+    assert plain == Config(tasks=tasks, network=NetworkConfig(feature_width=0)).learning_fingerprint()
+    assert plain != Config(tasks=tasks, network=NetworkConfig(feature_width=10)).learning_fingerprint()
+
+
 def _obs(net: MultiTaskQNetwork, batch: int = 5, members: int = 1) -> torch.Tensor:
     obs = torch.randn(members, net.n_tasks, batch, net.obs_max)
     for t, d in enumerate(net.obs_dims):

@@ -41,19 +41,23 @@ BEST_SHARED_FORMAT = 1
 def shared_spec(cfg: NetworkConfig) -> dict[str, Any]:
     """What the shared layers must agree on to be moved from one network to another."""
     acts = [cfg.hidden_activation] * (cfg.n_shared_layers - 1) + [cfg.feature_activation]
-    return {
+    spec = {
         "width": cfg.width,
         "n_shared_layers": cfg.n_shared_layers,
         "activations": acts,
         "input_activation": cfg.hidden_activation,
     }
+    if cfg.n_features != cfg.width:  # only then, so that earlier best_shared.pt files keep their spec
+        spec["feature_width"] = cfg.n_features
+    return spec
 
 
 def describe_spec(spec: dict[str, Any]) -> str:
     """``width 80, 2 shared layers (relu -> relu, sigmoid)``: the input activation, then the layers'."""
     acts = ", ".join(spec["activations"])
     n, inp = spec["n_shared_layers"], spec["input_activation"]
-    return f"width {spec['width']}, {n} shared layers ({inp} -> {acts})"
+    features = f", {spec['feature_width']} features" if "feature_width" in spec else ""
+    return f"width {spec['width']}{features}, {n} shared layers ({inp} -> {acts})"
 
 
 def spec_fingerprint(spec: dict[str, Any]) -> str:

@@ -100,6 +100,7 @@ _EXPERIMENT_OPTIONS = [
     "mode",
     "arch",
     "width",
+    "feature_width",
     "feature_activation",
     "steps_per_epoch",
     "eval_steps",
@@ -180,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: deramo)",
     )
     model.add_argument("--width", type=_positive_int, help="hidden width (default: the arch's)")
+    model.add_argument(
+        "--feature-width",
+        type=_positive_int,
+        help="units of the shared feature layer (default: --width); the review's failing net used 10",
+    )
     model.add_argument(
         "--feature-activation",
         choices=ACTIVATIONS,
@@ -391,6 +397,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     network = arch_preset(args.arch or "deramo")
     if args.width is not None:
         network.width = args.width
+    if args.feature_width is not None:
+        network.feature_width = args.feature_width
     if args.feature_activation is not None:
         network.feature_activation = args.feature_activation
 
@@ -493,7 +501,9 @@ def cmd_transfer(args: argparse.Namespace) -> None:
         raise UserError("no source run given; pass --from RUN_DIR (the folder of a multi-task run)")
     unfreeze = 0 if args.unfreeze_epoch is None else args.unfreeze_epoch
     unfreeze = None if unfreeze == "never" else unfreeze
-    keep_network = any(getattr(args, o) is not None for o in ("arch", "width", "feature_activation"))
+    keep_network = any(
+        getattr(args, o) is not None for o in ("arch", "width", "feature_width", "feature_activation")
+    )
     config = make_transfer_config(config_from_args(args), args.source, unfreeze, keep_network=keep_network)
     schedule = "never" if unfreeze is None else unfreeze
     kind = f"{config.mode}-from-{Path(args.source).resolve().name}-unfreeze{schedule}"

@@ -44,7 +44,10 @@ class NetworkConfig:
     arch: str = "deramo"
     """Name of the preset the fields below came from (``deramo`` or ``tiny``); informational."""
     width: int = 80
-    """Units of every hidden layer."""
+    """Units of every hidden layer (and of the shared feature layer unless ``feature_width`` is set)."""
+    feature_width: int = 0
+    """Units of the shared feature layer (the last shared layer); 0 = ``width``. The review reported that
+    shrinking it from 80 to 10 made every control task fail (``mtdqn train --feature-width 10``)."""
     n_input_layers: int = 1
     """Task-specific layers at the bottom (the first reads the task's own observation columns)."""
     n_shared_layers: int = 2
@@ -58,6 +61,11 @@ class NetworkConfig:
     init: str = "xavier"
     """``xavier``: the paper's Xavier-uniform (gain sqrt(2) for hidden layers, 1 for the Q layer) with
     PyTorch's default bias init; ``torch``: PyTorch's default Linear init (the review's nets)."""
+
+    @property
+    def n_features(self) -> int:
+        """Width of the shared feature vector."""
+        return self.feature_width or self.width
 
 
 @dataclass
@@ -190,6 +198,8 @@ class Config:
             data["run"].pop(key)
         if data["transfer"] is None:  # runs from scratch keep the fingerprint they had before transfers
             data.pop("transfer")
+        if data["network"]["feature_width"] == 0:  # likewise for runs from before --feature-width
+            data["network"].pop("feature_width")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -206,6 +216,8 @@ class Config:
                 raise UserError(f"horizon of {task.label} is {task.horizon}; it must be a positive integer")
         net = self.network
         _positive("network width", net.width)
+        if net.feature_width < 0:
+            raise UserError(f"feature width is {net.feature_width}; give a positive integer (0 = --width)")
         _positive("number of task input layers", net.n_input_layers)
         _positive("number of shared layers", net.n_shared_layers)
         _positive("number of head layers", net.n_head_layers)

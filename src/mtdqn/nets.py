@@ -57,12 +57,16 @@ def layer_plan(cfg: NetworkConfig, obs_max: int, actions_max: int, share: bool) 
         layers.append(Layer(dim, cfg.width, cfg.hidden_activation, False, "input"))
         dim = cfg.width
     for i in range(cfg.n_shared_layers):
-        act = cfg.feature_activation if i == cfg.n_shared_layers - 1 else cfg.hidden_activation
-        layers.append(Layer(dim, cfg.width, act, share, "shared"))
+        last = i == cfg.n_shared_layers - 1
+        act = cfg.feature_activation if last else cfg.hidden_activation
+        out = cfg.n_features if last else cfg.width
+        layers.append(Layer(dim, out, act, share, "shared"))
+        dim = out
     for i in range(cfg.n_head_layers):
         last = i == cfg.n_head_layers - 1
         out = actions_max if last else cfg.width
-        layers.append(Layer(cfg.width, out, "identity" if last else cfg.hidden_activation, False, "head"))
+        layers.append(Layer(dim, out, "identity" if last else cfg.hidden_activation, False, "head"))
+        dim = out
     return layers
 
 
