@@ -366,6 +366,12 @@ def _add_analyze_parser(sub) -> None:
         default=a.tsne_early_exaggeration,
         help=f"t-SNE early exaggeration (default: {a.tsne_early_exaggeration})",
     )
+    an.add_argument(
+        "--tsne-threads",
+        type=_positive_int,
+        default=a.tsne_threads,
+        help=f"t-SNE threads from 2,000 states on; part of the result (default: {a.tsne_threads})",
+    )
     an.add_argument("--neighbours", type=_positive_int, default=a.neighbours,
                     help=f"k of the k-NN mixing and overlap search (default: {a.neighbours})")
     an.add_argument("--overlap-per-pair", type=_nonneg_int, default=a.overlap_per_pair,
@@ -576,6 +582,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
         tsne_iterations=args.tsne_iterations,
         tsne_learning_rate=args.tsne_learning_rate,
         tsne_early_exaggeration=args.tsne_early_exaggeration,
+        tsne_threads=args.tsne_threads,
         neighbours=args.neighbours,
         overlap_per_pair=args.overlap_per_pair,
         thumbnail_width=args.thumbnail_width,

@@ -32,6 +32,9 @@ class AnalysisConfig:
     """t-SNE learning rate; 0 = openTSNE's ``auto`` (N / 12, Belkina et al. 2019)."""
     tsne_early_exaggeration: float = 12.0
     """t-SNE early exaggeration (the review's scikit-learn versions used 12)."""
+    tsne_threads: int = 2
+    """Threads of t-SNE from 2,000 states on (one below: faster there). openTSNE's result depends on its
+    thread count, so it is a setting, recorded with the others, not the machine's core count."""
     neighbours: int = 10
     """k of the k-nearest-neighbour task mixing and of the overlap search, in shared-feature space."""
     overlap_per_pair: int = 3
@@ -51,6 +54,7 @@ class AnalysisConfig:
             (self.tsne_iterations > 0, "--tsne-iterations must be positive"),
             (self.tsne_learning_rate >= 0, "--tsne-learning-rate must be 0 (auto) or positive"),
             (self.tsne_early_exaggeration >= 1, "--tsne-early-exaggeration must be at least 1"),
+            (self.tsne_threads >= 1, "--tsne-threads must be at least 1"),
             (self.neighbours >= 1, "--neighbours must be at least 1"),
             (self.overlap_per_pair >= 0, "--overlap-per-pair must be 0 or more"),
             (16 <= self.thumbnail_width <= 400, "--thumbnail-width must lie in [16, 400]"),

@@ -67,6 +67,7 @@ def _embedding(x: np.ndarray, cfg: AnalysisConfig, seed: int, path: Path, log) -
             iterations=cfg.tsne_iterations,
             learning_rate=cfg.tsne_learning_rate,
             early_exaggeration=cfg.tsne_early_exaggeration,
+            threads=cfg.tsne_threads,
         )
     digest = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
     key = json.dumps({**settings, "features": digest}, sort_keys=True)
