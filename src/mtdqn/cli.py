@@ -1,4 +1,4 @@
-"""The ``mtdqn`` command: ``train``, ``evaluate`` and ``plot``.
+"""The ``mtdqn`` command: ``train``, ``evaluate``, ``plot``; ``experiment``, ``report`` in cli_experiments.
 
 User mistakes print one line naming the problem and the fix and exit with code 2 (no traceback).
 """
@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Redraw the learning-curve PNGs of a run from its metrics.csv.",
     )
     plot.add_argument("run_dir", help="the run folder")
+    from mtdqn import cli_experiments  # experiment, report
+
+    cli_experiments.add_parsers(sub)
     return parser
 
 
@@ -439,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot}[args.command](args)
+        from mtdqn.cli_experiments import COMMANDS as EXPERIMENT_COMMANDS
+
+        commands = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, **EXPERIMENT_COMMANDS}
+        commands[args.command](args)
     except UserError as exc:
         print(f"mtdqn {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
