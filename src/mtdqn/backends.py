@@ -9,6 +9,7 @@ ordinary resumable run, continues from its last checkpoint; nothing is ever half
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -51,9 +52,9 @@ class RayBackend:
         remote = ray.remote(num_cpus=self.cpus_per_group, max_retries=self.max_retries)(_run_job)
         pending: dict[Any, Any] = {}
         for job in jobs:
-            job.options.progress = False  # a bar per worker would only interleave
-            job.options.torch_threads = self.cpus_per_group
-            job.run_dir = job.run_dir.absolute()  # workers do not share this process's working directory
+            # no bar per worker (they would only interleave); workers do not share this working directory
+            options = dataclasses.replace(job.options, progress=False, torch_threads=self.cpus_per_group)
+            job = dataclasses.replace(job, run_dir=job.run_dir.absolute(), options=options)
             pending[remote.remote(job)] = job
         log(f"submitted {len(jobs)} groups to Ray ({self.cpus_per_group} CPUs each)")
         try:

@@ -25,7 +25,7 @@ from typing import Any
 
 from mtdqn import __version__
 from mtdqn.errors import UserError
-from mtdqn.experiments import Experiment, RunOptions
+from mtdqn.experiments import Arm, Experiment, RunOptions
 from mtdqn.runlog import atomic_write_bytes
 
 MANIFEST = "experiment.json"
@@ -121,11 +121,14 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+@dataclass(frozen=True)
 class Job:
-    """One group to run: the arm, its seeds and its run folder."""
+    """One group to run: the arm, its seeds and its run folder (picklable: backends ship it)."""
 
-    def __init__(self, arm, group: Group, run_dir: Path, options: RunOptions) -> None:
-        self.arm, self.group, self.run_dir, self.options = arm, group, run_dir, options
+    arm: Arm
+    group: Group
+    run_dir: Path
+    options: RunOptions
 
     @property
     def label(self) -> str:
