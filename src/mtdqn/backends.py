@@ -56,7 +56,7 @@ class RayBackend:
             options = dataclasses.replace(job.options, progress=False, torch_threads=self.cpus_per_group)
             job = dataclasses.replace(job, run_dir=job.run_dir.absolute(), options=options)
             pending[remote.remote(job)] = job
-        log(f"submitted {len(jobs)} groups to Ray ({self.cpus_per_group} CPUs each)")
+        log(f"submitted {len(jobs)} groups to Ray, {self.cpus_per_group} CPU(s) each")
         try:
             self._gather(pending, len(jobs), log)
         except BaseException:
