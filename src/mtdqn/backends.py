@@ -80,8 +80,13 @@ class RayBackend:
                 if not isinstance(cause, UserError):
                     raise
                 failures.append(f"{job.label}: {cause}")
+            except ray.exceptions.RayError as exc:  # its worker was lost more often than max_retries
+                failures.append(f"{job.label}: {type(exc).__name__} after {self.max_retries} retries")
         if failures:
-            raise UserError(f"{len(failures)} group(s) failed; first: {failures[0]}")
+            raise UserError(
+                f"{len(failures)} group(s) failed, first {failures[0]}; finished epochs are kept: fix the "
+                "cause and run the same command again to continue"
+            )
 
 
 def import_ray():
