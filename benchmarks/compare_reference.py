@@ -2,11 +2,12 @@
 
     python benchmarks/compare_reference.py runs/deramo-gym-multi-seed* --single runs/deramo-gym-single-seed*
 
-Reads the runs' metrics.csv files, and the reference scores from ../shared/reference/deramo2020 (or
---reference). Prints, per task and arm, our J at epochs 10/25/50 (mean over our seeds) beside the paper's
-mean with its 95% t-interval and its 5-95% seed spread, the area under the curve, and whether each of our
-seeds' epoch-50 J lies inside the paper's seed spread. Writes a figure with both (--out, default
-reference_comparison.png).
+Reads the runs' metrics.csv files and the published scores, found as ``mtdqn report`` finds them
+(--reference, $MTDQN_REFERENCE, ../shared/reference/deramo2020). Prints, per task and arm, our J at epochs
+10/25/50 (mean over our seeds) beside the paper's mean with its 95% t-interval and its 5-95% seed spread, the
+area under the curve, and whether each of our seeds' epoch-50 J lies inside the paper's seed spread. Writes a
+figure with both (--out, default reference_comparison.png). For a many-seed experiment,
+``mtdqn experiment deramo-gym`` and ``mtdqn report`` give the comparison with t-intervals and Welch tests.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
+from mtdqn.experiment_report import ci95
+from mtdqn.reference import DERAMO_GYM_TASKS, find_reference, load_published
 from mtdqn.runlog import read_metrics
 
-TASKS = ["Cart-Pole", "Acrobot", "Mountain-Car", "Car-On-Hill", "Inverted-Pendulum"]
-REFERENCE_FILES = {
-    "MDQN": "results/dqn/multidqn/noreg-sigmoid/scores.npy",
-    "DQN": "results/dqn/dqn/noreg-sigmoid/scores.npy",
-}
+TASKS = list(DERAMO_GYM_TASKS)
+
+
+def load_reference(reference: Path, arm: str) -> np.ndarray:
+    """(runs, tasks, evaluations) published J of ``arm``."""
+    return np.stack([load_published(reference, arm, task) for task in TASKS], axis=1)
 
 
 def load_runs(paths: list[Path]) -> np.ndarray:
@@ -38,22 +41,18 @@ def load_runs(paths: list[Path]) -> np.ndarray:
     return np.stack(curves)
 
 
-def ci95(x: np.ndarray) -> float:
-    n = len(x)
-    return float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("multi", nargs="+", type=Path, help="run folders of --mode multi")
     parser.add_argument("--single", nargs="*", type=Path, default=[], help="run folders of --mode single")
-    parser.add_argument(
-        "--reference", type=Path, default=Path(__file__).parents[2] / "shared/reference/deramo2020"
-    )
+    parser.add_argument("--reference", type=Path, help="the published results folder")
     parser.add_argument("--out", type=Path, default=Path("reference_comparison.png"))
     args = parser.parse_args()
+    reference = find_reference(args.reference)
+    if reference is None:
+        parser.error("published results not found; pass --reference or set MTDQN_REFERENCE")
 
     arms = {"MDQN": load_runs(args.multi)}
     if args.single:
@@ -64,7 +63,7 @@ def main() -> None:
         f"{'AUC ours':>9} {'AUC paper':>9}"
     )
     for arm, ours in arms.items():
-        ref = np.load(args.reference / REFERENCE_FILES[arm])
+        ref = load_reference(reference, arm)
         for t, task in enumerate(TASKS):
             r50 = ref[:, t, 50]
             lo, hi = np.percentile(r50, [5, 95])
@@ -86,7 +85,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4 * len(TASKS), 3.4))
     colours = {"MDQN": "tab:red", "DQN": "tab:blue"}
     for arm, ours in arms.items():
-        ref = np.load(args.reference / REFERENCE_FILES[arm])
+        ref = load_reference(reference, arm)
         for t, (ax, task) in enumerate(zip(axes, TASKS, strict=True)):
             x = np.arange(ref.shape[-1])
             lo, hi = np.percentile(ref[:, t], [5, 95], axis=0)

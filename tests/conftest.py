@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mtdqn.config import Config, ExplorationConfig, LearnerConfig, ReplayConfig, RunConfig, TaskConfig
@@ -30,3 +32,16 @@ def small_config(**run_overrides) -> Config:
 @pytest.fixture
 def config() -> Config:
     return small_config()
+
+
+def fake_reference(root: Path, values: dict[str, np.ndarray]) -> Path:
+    """A reference folder in the published format: ``values[arm]`` is a (runs, 5, evaluations) J array
+    saved where :data:`mtdqn.reference.PUBLISHED` expects that arm's file."""
+    from mtdqn.reference import PUBLISHED
+
+    root = Path(root)
+    for arm, scores in values.items():
+        path = root / PUBLISHED[arm].path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.asarray(scores, dtype=np.float64))
+    return root

@@ -1,4 +1,5 @@
-"""The ``mtdqn`` command: ``train``, ``transfer``, ``evaluate``, ``plot`` and ``analyze``.
+"""The ``mtdqn`` command: ``train``, ``transfer``, ``evaluate``, ``plot``, ``analyze``; ``experiment`` and
+``report`` live in :mod:`mtdqn.cli_experiments`.
 
 User mistakes print one line naming the problem and the fix and exit with code 2 (no traceback).
 """
@@ -319,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("run_dir", help="the run folder")
     _add_analyze_parser(sub)
+    from mtdqn import cli_experiments  # experiment, report
+
+    cli_experiments.add_parsers(sub)
     return parser
 
 
@@ -598,12 +602,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from mtdqn.cli_experiments import COMMANDS as EXPERIMENT_COMMANDS
+
         commands = {
             "train": cmd_train,
             "transfer": cmd_transfer,
             "evaluate": cmd_evaluate,
             "plot": cmd_plot,
             "analyze": cmd_analyze,
+            **EXPERIMENT_COMMANDS,
         }
         commands[args.command](args)
     except UserError as exc:

@@ -1,0 +1,392 @@
+"""An experiment's report, regenerated from its ``results.csv`` alone (plus the published curves, if found).
+
+    report/learning_curves.png   J vs epoch for every task side by side
+    report/J_<task>.png          one task: each arm's mean over seeds and 95% Student-t interval (solid),
+                                 the paper's published arm of the same name (dashed, its 100 runs)
+    report/summary.csv           per task and arm: J at epochs 10/25/50 and at the last epoch, AUC, the
+                                 published values, Welch p vs the paper and vs the baseline arm
+    report/summary.md            the same as tables
+    report/report.md             the figures and the tables
+
+Statistics follow the paper's (spec section 5.2): mean and 95% Student-t interval over seeds (n-1 degrees
+of freedom), ``AUC`` = trapezoidal area under each seed's J curve over epochs 0..50 (or 0..last epoch of a
+shorter experiment; the published AUC is then taken over the same epochs), Welch's two-sided t-test
+(``scipy.stats.ttest_ind(equal_var=False)``) between independent sets of runs. A value that cannot be
+computed (an epoch the experiment does not reach, a single seed) is blank in the CSV and ``NA`` in tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mtdqn.errors import UserError
+from mtdqn.reference import find_reference, load_published
+from mtdqn.runlog import atomic_write_bytes, safe_name, t_half_width
+from mtdqn.runner import MANIFEST, RESULTS, read_manifest
+
+CHECK_EPOCHS = (10, 25, 50)
+AUC_LAST_EPOCH = 50
+"""AUC spans epochs 0..50 as in the paper (fewer when the experiment is shorter)."""
+REPORT = "report"
+_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive")
+
+
+@dataclass
+class Curves:
+    """J of one arm on one task: ``values[seed, k]`` at ``epochs[k]`` (the epochs every seed has)."""
+
+    seeds: np.ndarray
+    epochs: np.ndarray
+    values: np.ndarray
+
+    def at(self, epoch: int) -> np.ndarray | None:
+        hit = np.flatnonzero(self.epochs == epoch)
+        return self.values[:, hit[0]] if hit.size else None
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+
+def read_results(path: Path) -> dict[str, dict[str, Curves]]:
+    """results.csv as ``{task: {arm: Curves}}``, tasks and arms in order of first appearance."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; give an experiment folder that holds a {RESULTS}")
+    table: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
+    try:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                by_seed = table.setdefault(row["task"], {}).setdefault(row["arm"], {})
+                by_seed.setdefault(int(row["seed"]), {})[int(row["epoch"])] = float(row["J"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"{path} is not an experiment results file ({exc!r}); regenerate it") from None
+    if not table:
+        raise UserError(f"{path} has no rows; run the experiment first")
+    out: dict[str, dict[str, Curves]] = {}
+    for task, arms in table.items():
+        out[task] = {}
+        for arm, by_seed in arms.items():
+            seeds = sorted(by_seed)
+            epochs = sorted(set.intersection(*(set(by_seed[s]) for s in seeds)))
+            values = np.array([[by_seed[s][e] for e in epochs] for s in seeds], dtype=np.float64)
+            values = values.reshape(len(seeds), len(epochs))
+            out[task][arm] = Curves(np.array(seeds), np.array(epochs), values)
+    return out
+
+
+# --- statistics ------------------------------------------------------------------------------------------
+
+
+def ci95(x: np.ndarray | None) -> float:
+    """Half-width of the 95% Student-t interval of the mean of ``x`` (NaN for fewer than 2 values)."""
+    if x is None or len(x) < 2:
+        return math.nan
+    return float(t_half_width(np.asarray(x, dtype=np.float64)))
+
+
+def mean(x: np.ndarray | None) -> float:
+    return float(np.mean(x)) if x is not None and len(x) else math.nan
+
+
+def welch_p(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Two-sided Welch t-test p-value (NaN when either side has fewer than 2 values or no spread at all)."""
+    from scipy import stats
+
+    if a is None or b is None or len(a) < 2 or len(b) < 2:
+        return math.nan
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def auc(values: np.ndarray, epochs: np.ndarray, last: int) -> np.ndarray | None:
+    """Per-run trapezoidal area under J over epochs 0..``last`` (None unless all those epochs are there)."""
+    keep = epochs <= last
+    if not np.array_equal(epochs[keep], np.arange(last + 1)):
+        return None
+    return np.trapezoid(values[:, keep], epochs[keep], axis=1)
+
+
+def summarize(
+    results: dict[str, dict[str, Curves]], reference: Path | None, baseline: str | None
+) -> list[dict[str, object]]:
+    """One row per (task, arm) with every number of the summary (NaN where not computable)."""
+    rows = []
+    for task, arms in results.items():
+        base = arms.get(baseline) if baseline else None
+        for arm, cur in arms.items():
+            last = int(cur.epochs.max())
+            auc_end = min(last, AUC_LAST_EPOCH)
+            pub = load_published(reference, arm, task) if reference is not None else None
+            pub_curves = None if pub is None else Curves(np.arange(len(pub)), np.arange(pub.shape[1]), pub)
+            row: dict[str, object] = {"task": task, "arm": arm, "n": len(cur.seeds)}
+            ours_auc = auc(cur.values, cur.epochs, auc_end)
+            pub_auc = auc(pub_curves.values, pub_curves.epochs, auc_end) if pub_curves else None
+            for e in (*CHECK_EPOCHS, "last"):
+                epoch = last if e == "last" else e
+                ours = cur.at(epoch)
+                theirs = pub_curves.at(epoch) if pub_curves and ours is not None else None
+                row[f"J{e}_mean"], row[f"J{e}_ci95"] = mean(ours), ci95(ours)
+                if e == "last":
+                    row["last_epoch"] = last
+                row[f"paper_J{e}_mean"], row[f"paper_J{e}_ci95"] = mean(theirs), ci95(theirs)
+            row["auc_epochs"] = f"0-{auc_end}"
+            row["AUC_mean"], row["AUC_ci95"] = mean(ours_auc), ci95(ours_auc)
+            row["paper_n"] = len(pub) if pub is not None else 0
+            row["paper_AUC_mean"], row["paper_AUC_ci95"] = mean(pub_auc), ci95(pub_auc)
+            row["p_J50_vs_paper"] = welch_p(cur.at(50), pub_curves.at(50) if pub_curves else None)
+            row["p_Jlast_vs_paper"] = welch_p(cur.at(last), pub_curves.at(last) if pub_curves else None)
+            row["p_AUC_vs_paper"] = welch_p(ours_auc, pub_auc)
+            row.update(_versus(arm, cur, base, baseline, task, reference, auc_end))
+            rows.append(row)
+    return rows
+
+
+def _versus(
+    arm: str, cur: Curves, base: Curves | None, baseline: str | None, task: str, reference, auc_end: int
+) -> dict[str, object]:
+    """Differences (arm - baseline) and Welch p of J at epoch 50 and of the AUC, ours and the paper's."""
+    out: dict[str, object] = {"baseline": ""}
+    keys = ("dJ50", "p_J50", "dAUC", "p_AUC", "paper_dJ50", "paper_p_J50", "paper_dAUC", "paper_p_AUC")
+    out.update({f"{k}_vs_baseline": math.nan for k in keys})
+    if base is None or arm == baseline:
+        return out
+    out["baseline"] = baseline
+    a_auc, b_auc = auc(cur.values, cur.epochs, auc_end), auc(base.values, base.epochs, auc_end)
+    out["dJ50_vs_baseline"] = mean(cur.at(50)) - mean(base.at(50))
+    out["p_J50_vs_baseline"] = welch_p(cur.at(50), base.at(50))
+    out["dAUC_vs_baseline"] = mean(a_auc) - mean(b_auc)
+    out["p_AUC_vs_baseline"] = welch_p(a_auc, b_auc)
+    if reference is not None:
+        pa, pb = load_published(reference, arm, task), load_published(reference, baseline, task)
+        if pa is not None and pb is not None:
+            epochs = np.arange(pa.shape[1])
+            pa_auc, pb_auc = auc(pa, epochs, auc_end), auc(pb, epochs, auc_end)
+            has50 = pa.shape[1] > 50 and pb.shape[1] > 50 and int(cur.epochs.max()) >= 50
+            if has50:
+                out["paper_dJ50_vs_baseline"] = mean(pa[:, 50]) - mean(pb[:, 50])
+                out["paper_p_J50_vs_baseline"] = welch_p(pa[:, 50], pb[:, 50])
+            out["paper_dAUC_vs_baseline"] = mean(pa_auc) - mean(pb_auc)
+            out["paper_p_AUC_vs_baseline"] = welch_p(pa_auc, pb_auc)
+    return out
+
+
+# --- writing ---------------------------------------------------------------------------------------------
+
+
+def _csv_value(value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def write_summary_csv(rows: list[dict[str, object]], path: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(rows[0]))
+    for row in rows:
+        writer.writerow([_csv_value(v) for v in row.values()])
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _num(x: object, digits: int = 4) -> str:
+    if not isinstance(x, float | int) or math.isnan(x):
+        return "NA"
+    return f"{x:.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"
+
+
+def _pm(row: dict[str, object], key: str) -> str:
+    m, h = row[f"{key}_mean"], row[f"{key}_ci95"]
+    if isinstance(m, float) and math.isnan(m):
+        return "NA"
+    return _num(m) if isinstance(h, float) and math.isnan(h) else f"{_num(m)} ± {_num(h, 2)}"
+
+
+def _p(x: object) -> str:
+    return "NA" if not isinstance(x, float) or math.isnan(x) else f"{x:.2g}"
+
+
+def summary_markdown(rows: list[dict[str, object]], has_reference: bool) -> str:
+    """The summary as Markdown tables (ours beside the paper, then each arm against the baseline)."""
+    last = max(int(r["last_epoch"]) for r in rows)
+    extra = [] if last in CHECK_EPOCHS else ["last"]
+    auc_span = rows[0]["auc_epochs"]
+    cols = [f"J ep{e}" if e != "last" else f"J ep{last}" for e in (*CHECK_EPOCHS, *extra)]
+    head = ["task", "arm", "n", *cols, f"AUC ep{auc_span}"]
+    if has_reference:
+        head += [
+            "paper n",
+            f"paper J ep{50 if last >= 50 else last}",
+            f"paper AUC ep{auc_span}",
+            f"p vs paper (J ep{50 if last >= 50 else last} / AUC)",
+        ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["task"]), str(r["arm"]), str(r["n"])]
+        cells += [_pm(r, f"J{e}") for e in (*CHECK_EPOCHS, *extra)]
+        cells.append(_pm(r, "AUC"))
+        if has_reference:
+            key = "J50" if last >= 50 else "Jlast"
+            if r["paper_n"]:
+                cells += [str(r["paper_n"]), _pm(r, f"paper_{key}"), _pm(r, "paper_AUC")]
+                cells.append(f"{_p(r[f'p_{key}_vs_paper'])} / {_p(r['p_AUC_vs_paper'])}")
+            else:
+                cells += ["0", "NA", "NA", "NA"]
+        lines.append("| " + " | ".join(cells) + " |")
+    versus = [r for r in rows if r["baseline"]]
+    if versus:
+        lines += [
+            "",
+            f"Each arm against the baseline (difference of means, arm - baseline; Welch p). AUC over epochs "
+            f"{auc_span}.",
+            "",
+        ]
+        head = ["task", "arm - baseline", "ΔJ ep50 (p)", "ΔAUC (p)"]
+        if has_reference:
+            head += ["paper ΔJ ep50 (p)", "paper ΔAUC (p)"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in versus:
+            cells = [str(r["task"]), f"{r['arm']} - {r['baseline']}"]
+            for prefix in ("", "paper_") if has_reference else ("",):
+                for what in ("J50", "AUC"):
+                    d, p = r[f"{prefix}d{what}_vs_baseline"], r[f"{prefix}p_{what}_vs_baseline"]
+                    cells.append("NA" if _num(d) == "NA" else f"{_num(d)} ({_p(p)})")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, out_dir: Path) -> list[Path]:
+    """One PNG per task and one with all tasks: ours solid, published dashed, 95% t-intervals shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    arms = list(dict.fromkeys(arm for per_task in results.values() for arm in per_task))
+    colour = {arm: _COLOURS[k % len(_COLOURS)] for k, arm in enumerate(arms)}
+
+    def draw(ax, task: str) -> None:
+        for arm, cur in results[task].items():
+            label = f"{arm} (mtdqn, {len(cur.seeds)} seeds)"
+            _band(ax, cur.epochs, cur.values, colour[arm], "-", label, 0.25)
+            pub = load_published(reference, arm, task) if reference is not None else None
+            if pub is not None:
+                upto = min(int(cur.epochs.max()), pub.shape[1] - 1)
+                x = np.arange(upto + 1)
+                _band(ax, x, pub[:, : upto + 1], colour[arm], "--", f"{arm} (paper, {len(pub)} runs)", 0.10)
+        ax.set_title(task)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("J (mean, 95% t-interval)")
+        ax.grid(alpha=0.3)
+
+    written = []
+    for task in results:
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
+        draw(ax, task)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(_save(fig, out_dir / f"J_{safe_name(task)}.png"))
+    tasks = list(results)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        draw(ax, task)
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 4), 1, 1))
+    written.append(_save(fig, out_dir / "learning_curves.png"))
+    return written
+
+
+def _band(ax, x: np.ndarray, values: np.ndarray, colour: str, style: str, label: str, alpha: float) -> None:
+    m = values.mean(axis=0)
+    ax.plot(x, m, color=colour, ls=style, lw=1.6, label=label)
+    if len(values) > 1:
+        h = t_half_width(values)
+        ax.fill_between(x, m - h, m + h, color=colour, alpha=alpha, lw=0)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def make_report(
+    folder: Path, reference: Path | None = None, use_reference: bool = True, baseline: str | None = None
+) -> Path:
+    """Write ``folder/report/`` from ``folder/results.csv``; returns the path of report.md."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; give an experiment folder (e.g. experiments/deramo-gym)")
+    results = read_results(folder / RESULTS)
+    manifest = read_manifest(folder) or {}
+    arms = list(dict.fromkeys(arm for per_task in results.values() for arm in per_task))
+    baseline = baseline or manifest.get("baseline")
+    if baseline is not None and baseline not in arms:
+        raise UserError(
+            f"baseline arm {baseline!r} is not in {folder / RESULTS}; use one of {', '.join(arms)}"
+        )
+    ref = find_reference(reference) if use_reference else None
+    out_dir = folder / REPORT
+    rows = summarize(results, ref, baseline)
+    write_summary_csv(rows, out_dir / "summary.csv")
+    has_ref = ref is not None and any(r["paper_n"] for r in rows)
+    table = summary_markdown(rows, has_ref)
+    atomic_write_bytes(out_dir / "summary.md", table.encode())
+    figures = plot_report(results, ref, out_dir)
+
+    name = manifest.get("experiment", folder.name)
+    lines = [f"# Experiment {name}", ""]
+    if manifest.get("description"):
+        lines += [manifest["description"], ""]
+    n_seeds = {arm: max(len(results[t][arm].seeds) for t in results if arm in results[t]) for arm in arms}
+    last = max(int(r["last_epoch"]) for r in rows)
+    lines.append(
+        f"Arms: {', '.join(f'{a} ({n_seeds[a]} seeds)' for a in arms)}; epochs 0-{last}; "
+        f"data: [`{RESULTS}`](../{RESULTS})" + (f", [`{MANIFEST}`](../{MANIFEST})" if manifest else "") + "."
+    )
+    lines.append("")
+    if ref is None:
+        lines.append(
+            "Published curves: not found (set MTDQN_REFERENCE to the reference folder, or place it at "
+            "../shared/reference/deramo2020), so this report has no comparison with the paper."
+        )
+    else:
+        with_pub = sorted({r["arm"] for r in rows if r["paper_n"]})
+        without = [a for a in arms if a not in with_pub]
+        lines.append(
+            f"Published curves: `{ref}` (dashed; mean and 95% t-interval over the paper's runs) for "
+            f"{', '.join(with_pub) or 'no arm'}"
+            + (f"; none for {', '.join(without)}" if without else "")
+            + "."
+        )
+    lines += ["", "## Learning curves", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in figures[:-1]]
+    lines += ["", f"All tasks: [{figures[-1].name}]({figures[-1].name})", "", "## Summary", ""]
+    lines += [
+        "Mean ± 95% Student-t half-width over seeds; AUC = trapezoidal area under each seed's J curve "
+        "(spec section 5.2); p = two-sided Welch t-test. Also as [summary.csv](summary.csv).",
+        "",
+        table,
+    ]
+    path = out_dir / "report.md"
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    return path

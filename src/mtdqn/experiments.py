@@ -1,0 +1,243 @@
+"""Experiment definitions: named sets of arms, each arm a way to train a group of seeds into a run folder.
+
+Kept apart from the core (as Dopamine keeps its labs): nothing in the trainer knows about experiments.
+:mod:`mtdqn.runner` plans an experiment's groups, runs them (resumably) and gathers their metrics.
+
+An :class:`Arm` is anything with a name that can train some seeds into a run folder that ends up holding a
+``metrics.csv`` in the run format (one row per epoch, seed and task): :class:`ConfigArm` trains a
+:class:`~mtdqn.config.Config` with :class:`~mtdqn.train.Trainer`; another arm (a transfer run, say)
+subclasses :class:`Arm` and implements :meth:`Arm.run` and :meth:`Arm.describe`. To add an experiment::
+
+    register(Experiment("my-exp", "what it shows", arms=(ConfigArm("A", make_a), ConfigArm("B", make_b))))
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtdqn.config import Config, task_preset
+from mtdqn.errors import UserError
+
+OVERRIDE_SECTIONS = ("network", "replay", "learner", "exploration", "run")
+_NOT_OVERRIDABLE = {"run.seeds": "--seeds", "run.epochs": "--epochs", "run.device": "--device"}
+_HARDWARE = ("device", "background_eval", "torch_threads")
+"""RunConfig fields that never change a run's numbers (left out of an arm's description)."""
+
+
+@dataclass
+class RunOptions:
+    """How one group is run; the same for every group of an experiment."""
+
+    epochs: int
+    overrides: dict[str, str] = field(default_factory=dict)
+    """``section.field`` -> value text (``run.steps_per_epoch`` -> ``"40"``), applied to every arm."""
+    device: str | None = None
+    progress: bool = True
+    torch_threads: int | None = None
+    """Learner threads (set by a backend that runs several groups per machine); None: the run's own."""
+
+
+class Arm(ABC):
+    """One arm of an experiment: trains a group of seeds into a run folder, resumably."""
+
+    name: str
+
+    @abstractmethod
+    def run(self, seeds: list[int], run_dir: Path, options: RunOptions) -> None:
+        """Train ``seeds`` for ``options.epochs`` epochs into ``run_dir``, continuing what is already there.
+
+        Must leave ``run_dir/metrics.csv`` in the run format with epochs 0..epochs for every seed and task,
+        and must be safe to call again after a kill at any point (it is retried and re-run)."""
+
+    @abstractmethod
+    def describe(self, options: RunOptions) -> dict[str, Any]:
+        """JSON-able description for the experiment manifest; a change makes an existing experiment
+        incompatible (so the numbers of one experiment all come from the same definition)."""
+
+    def is_complete(self, run_dir: Path, seeds: list[int], epochs: int) -> bool:
+        """Whether ``run_dir`` holds the evaluation of epoch ``epochs`` for every seed and task."""
+        return run_is_complete(run_dir, seeds, epochs)
+
+
+@dataclass(frozen=True)
+class ConfigArm(Arm):
+    """An arm that trains ``factory()`` (with the group's seeds, the epochs and the overrides)."""
+
+    name: str
+    factory: Callable[[], Config]
+    """Builds the arm's configuration; must be picklable (a module-level function or functools.partial) for
+    the Ray backend."""
+
+    def config(self, seeds: list[int], options: RunOptions) -> Config:
+        config = apply_overrides(self.factory(), options.overrides)
+        config.run.seeds = list(seeds)
+        config.run.epochs = options.epochs
+        if options.device is not None:
+            config.run.device = options.device
+        config.validate()
+        return config
+
+    def describe(self, options: RunOptions) -> dict[str, Any]:
+        data = self.config([0], options).to_dict()
+        for key in ("seeds", *_HARDWARE):
+            data["run"].pop(key)
+        return {"kind": "config", "config": data}
+
+    def run(self, seeds: list[int], run_dir: Path, options: RunOptions) -> None:
+        import torch
+
+        from mtdqn.runlog import load_config
+        from mtdqn.train import Trainer
+
+        config = self.config(seeds, options)
+        run_dir = Path(run_dir)
+        if (run_dir / "config.json").is_file():
+            saved = load_config(run_dir)
+            if saved.learning_fingerprint() != config.learning_fingerprint():
+                raise UserError(
+                    f"run folder {run_dir} holds another configuration than arm {self.name} now defines; "
+                    "delete that folder or use another experiment --name"
+                )
+            trainer = Trainer.resume(
+                run_dir, epochs=options.epochs, device=options.device, progress=options.progress
+            )
+        else:  # new, or killed before its config was written: start afresh
+            trainer = Trainer.create(config, run_dir, overwrite=True, progress=options.progress)
+        if options.torch_threads:
+            torch.set_num_threads(options.torch_threads)
+        trainer.run()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named experiment: its arms (run on the same seeds) and how its report compares them."""
+
+    name: str
+    description: str
+    arms: tuple[Arm, ...]
+    baseline: str | None = None
+    """Arm every other arm is compared with in the report (difference of means, Welch p); None: none."""
+    epochs: int = 50
+
+    def arm(self, name: str) -> Arm:
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(name)
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    """Add ``experiment`` to :data:`EXPERIMENTS` (names and arm names must be unique)."""
+    if experiment.name in EXPERIMENTS:
+        raise ValueError(f"experiment {experiment.name!r} is already registered")
+    names = [arm.name for arm in experiment.arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"experiment {experiment.name!r} repeats an arm name: {names}")
+    if experiment.baseline is not None and experiment.baseline not in names:
+        raise ValueError(f"baseline {experiment.baseline!r} is not an arm of {experiment.name!r}")
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise UserError(f"unknown experiment {name!r}; use one of {', '.join(sorted(EXPERIMENTS))}")
+    return EXPERIMENTS[name]
+
+
+# --- overrides -----------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """``section.field=value`` -> (``section.field``, ``value``), checked against :class:`Config`."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    section, dot, name = key.partition(".")
+    if not sep or not dot or section not in OVERRIDE_SECTIONS:
+        raise UserError(
+            f"--set {text!r} is not SECTION.FIELD=VALUE with SECTION one of {', '.join(OVERRIDE_SECTIONS)} "
+            "(e.g. --set run.steps_per_epoch=200)"
+        )
+    if key in _NOT_OVERRIDABLE:
+        raise UserError(f"--set {key} is not allowed; use {_NOT_OVERRIDABLE[key]}")
+    fields = {f.name for f in dataclasses.fields(Config.__dataclass_fields__[section].default_factory())}
+    if name not in fields:
+        raise UserError(f"--set {key}: {section} has no field {name!r}; it has {', '.join(sorted(fields))}")
+    return key, value.strip()
+
+
+def apply_overrides(config: Config, overrides: dict[str, str]) -> Config:
+    """``config`` with each ``section.field`` set to its value, converted to the field's current type."""
+    for key, text in overrides.items():
+        section, name = key.split(".", 1)
+        part = getattr(config, section)
+        value = _convert(key, text, getattr(part, name))
+        setattr(config, section, dataclasses.replace(part, **{name: value}))
+    return config
+
+
+def _convert(key: str, text: str, current: Any) -> Any:
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        raise UserError(f"--set {key}={text}: {text!r} is not a valid {type(current).__name__}") from None
+    return text
+
+
+# --- run folders ---------------------------------------------------------------------------------------
+
+
+def run_is_complete(run_dir: Path, seeds: list[int], epochs: int) -> bool:
+    """Whether ``run_dir/metrics.csv`` has, for every (seed, task) of epoch 0, a row of epoch ``epochs``."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return False
+    first: set[tuple[int, int]] = set()
+    last: set[tuple[int, int]] = set()
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            key = (int(row["seed"]), int(row["task"]))
+            if int(row["epoch"]) == 0:
+                first.add(key)
+            if int(row["epoch"]) == epochs:
+                last.add(key)
+    return bool(first) and {s for s, _ in first} == set(seeds) and first <= last
+
+
+# --- the registry --------------------------------------------------------------------------------------
+
+
+def deramo_gym_config(mode: str) -> Config:
+    """The paper's protocol on its five tasks (spec section 6); ``single`` is its DQN baseline."""
+    return Config(tasks=task_preset("deramo-gym"), mode=mode)
+
+
+register(
+    Experiment(
+        name="deramo-gym",
+        description="MDQN (one network, shared layers) vs single-task DQN on the paper's five tasks "
+        "(D'Eramo et al. 2020, Figure 'MDQN vs DQN')",
+        arms=(
+            ConfigArm("MDQN", functools.partial(deramo_gym_config, "multi")),
+            ConfigArm("DQN", functools.partial(deramo_gym_config, "single")),
+        ),
+        baseline="DQN",
+    )
+)

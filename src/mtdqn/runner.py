@@ -1,0 +1,206 @@
+"""Running an experiment: its groups, its manifest, resuming, and one tidy ``results.csv``.
+
+    experiments/<name>/experiment.json      what was asked: experiment, arms, seeds, groups, epochs, version
+    experiments/<name>/runs/<arm>-seeds0-4  one ordinary run folder per group (seeds of one arm trained
+                                            together as a population)
+    experiments/<name>/results.csv          one row per (arm, seed, task, epoch), gathered from the runs
+    experiments/<name>/report/              written by :mod:`mtdqn.experiment_report` from results.csv
+
+The seeds of every arm are split into groups of at most ``group_size`` consecutive seeds. A group whose run
+folder already holds its last epoch is kept as it is; any other group is resumed from its checkpoint (or
+started), so running the same command again after a kill continues where it stopped. The manifest is
+written atomically before the first group starts; a later command with options that would change the
+numbers (seeds, groups, epochs, overrides, the arms' definitions, the mtdqn version) is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtdqn import __version__
+from mtdqn.errors import UserError
+from mtdqn.experiments import Arm, Experiment, RunOptions
+from mtdqn.runlog import atomic_write_bytes
+
+MANIFEST = "experiment.json"
+RESULTS = "results.csv"
+RUNS = "runs"
+RESULT_COLUMNS = ["arm", "seed", "task", "task_index", "epoch", "J", "return", "episodes", "group"]
+_COMPARED = ("experiment", "mtdqn_version", "epochs", "seeds", "group_size", "overrides", "arms", "groups")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Seeds of one arm trained together, as one run, in ``folder`` (relative to the experiment folder)."""
+
+    arm: str
+    seeds: tuple[int, ...]
+    folder: str
+
+
+def plan_groups(experiment: Experiment, seeds: list[int], group_size: int) -> list[Group]:
+    """Every arm's seeds cut into consecutive groups of at most ``group_size``."""
+    if not seeds:
+        raise UserError("no seed given; pass --seeds N (seeds 0..N-1) or a list like 0-9")
+    if group_size <= 0:
+        raise UserError(f"group size is {group_size}; it must be a positive integer")
+    groups = []
+    for arm in experiment.arms:
+        for k in range(0, len(seeds), group_size):
+            chunk = tuple(seeds[k : k + group_size])
+            groups.append(Group(arm.name, chunk, f"{RUNS}/{_group_name(arm.name, chunk, k // group_size)}"))
+    return groups
+
+
+def _group_name(arm: str, seeds: tuple[int, ...], index: int) -> str:
+    if len(seeds) == 1:
+        return f"{arm}-seed{seeds[0]}"
+    if list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{arm}-seeds{seeds[0]}-{seeds[-1]}"
+    return f"{arm}-group{index}"
+
+
+def build_manifest(
+    experiment: Experiment, seeds: list[int], group_size: int, options: RunOptions, groups: list[Group]
+) -> dict[str, Any]:
+    return {
+        "experiment": experiment.name,
+        "description": experiment.description,
+        "mtdqn_version": __version__,
+        "epochs": options.epochs,
+        "seeds": list(seeds),
+        "group_size": group_size,
+        "overrides": dict(sorted(options.overrides.items())),
+        "baseline": experiment.baseline,
+        "arms": [{"name": arm.name, **arm.describe(options)} for arm in experiment.arms],
+        "groups": [{"arm": g.arm, "seeds": list(g.seeds), "folder": g.folder} for g in groups],
+    }
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path} is corrupt ({exc}); restore it or start the experiment in a new folder"
+        ) from None
+
+
+def prepare_folder(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest of a new experiment folder, or check that an existing one asks for the same."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder; choose another --name or --out")
+    old = read_manifest(folder)
+    if old is None:
+        if folder.exists() and any(folder.iterdir()):
+            raise UserError(
+                f"{folder} exists and is not an experiment folder; choose another --name or --out"
+            )
+        atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+        return
+    for key in _COMPARED:
+        if old.get(key) != manifest[key]:
+            raise UserError(
+                f"{folder} was started with other {key.replace('_', ' ')} ({_short(old.get(key))}, now "
+                f"{_short(manifest[key])}); repeat its options to continue it, or choose another --name"
+            )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Job:
+    """One group to run: the arm, its seeds and its run folder (picklable: backends ship it)."""
+
+    arm: Arm
+    group: Group
+    run_dir: Path
+    options: RunOptions
+
+    @property
+    def label(self) -> str:
+        return self.group.folder
+
+    def __call__(self) -> None:
+        self.arm.run(list(self.group.seeds), self.run_dir, self.options)
+
+
+def run_experiment(
+    experiment: Experiment,
+    folder: Path,
+    seeds: list[int],
+    options: RunOptions,
+    group_size: int | None = None,
+    backend: Any = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run (or continue) every unfinished group of ``experiment`` in ``folder``; returns results.csv."""
+    from mtdqn.backends import LocalBackend
+
+    folder = Path(folder)
+    group_size = group_size or len(seeds)
+    groups = plan_groups(experiment, seeds, group_size)
+    manifest = build_manifest(experiment, seeds, group_size, options, groups)  # validates every arm
+    prepare_folder(folder, manifest)
+    log(f"experiment folder: {folder}")
+    jobs = []
+    for group in groups:
+        arm = experiment.arm(group.arm)
+        if arm.is_complete(folder / group.folder, list(group.seeds), options.epochs):
+            log(f"{group.folder}: complete, kept")
+        else:
+            jobs.append(Job(arm, group, folder / group.folder, options))
+    (backend or LocalBackend()).run(jobs, log)
+    missing = [
+        g.folder
+        for g in groups
+        if not experiment.arm(g.arm).is_complete(folder / g.folder, list(g.seeds), options.epochs)
+    ]
+    if missing:
+        raise UserError(f"groups {', '.join(missing)} did not finish; run the same command again to continue")
+    return gather_results(folder, groups, options.epochs)
+
+
+def gather_results(folder: Path, groups: list[Group], epochs: int) -> Path:
+    """Write ``results.csv`` from the groups' metrics.csv: rows in arm, seed, task, epoch order."""
+    arm_order = {arm: k for k, arm in enumerate(dict.fromkeys(g.arm for g in groups))}
+    rows = []
+    for group in groups:
+        with (folder / group.folder / "metrics.csv").open(newline="") as f:
+            for row in csv.DictReader(f):
+                if int(row["epoch"]) > epochs or int(row["seed"]) not in group.seeds:
+                    continue
+                rows.append(
+                    {
+                        "arm": group.arm,
+                        "seed": row["seed"],
+                        "task": row["task_name"],
+                        "task_index": row["task"],
+                        "epoch": row["epoch"],
+                        "J": row["J"],
+                        "return": row["return"],
+                        "episodes": row["episodes"],
+                        "group": Path(group.folder).name,
+                    }
+                )
+    rows.sort(key=lambda r: (arm_order[r["arm"]], int(r["seed"]), int(r["task_index"]), int(r["epoch"])))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = folder / RESULTS
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return path

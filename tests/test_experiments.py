@@ -1,0 +1,222 @@
+"""Experiments: results.csv rows, kill and resume, refused re-runs, one-line errors, the Ray backend."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import fake_reference
+
+import mtdqn.train
+from mtdqn.cli import main
+from mtdqn.experiments import ConfigArm, Experiment, RunOptions, deramo_gym_config
+from mtdqn.reference import DERAMO_GYM_TASKS, ENV_VAR
+from mtdqn.runner import run_experiment
+from mtdqn.train import Trainer
+
+OVERRIDES = {
+    "run.steps_per_epoch": "40",
+    "run.eval_steps": "30",
+    "replay.warmup": "10",
+    "learner.batch_size": "8",
+    "run.background_eval": "false",
+}
+TINY = [arg for key, value in OVERRIDES.items() for arg in ("--set", f"{key}={value}")] + ["--no-progress"]
+
+
+def _experiment(out: Path, *extra: str) -> int:
+    """The tiny experiment; later options (``extra``) replace earlier ones."""
+    args = ["experiment", "deramo-gym", "--seeds", "2", "--epochs", "2", "--group-size", "1"]
+    return main([*args, "--out", str(out), *TINY, *extra])
+
+
+def _no_run_plots(mp: pytest.MonkeyPatch) -> None:
+    """Skip every run's own PNGs (2.5 s a run here; the report's figures are still drawn)."""
+    mp.setattr(mtdqn.train, "plot_learning_curves", lambda run_dir: [])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """deramo-gym, 2 seeds x 2 epochs, one group per seed, tiny steps, run once for the module."""
+    root = tmp_path_factory.mktemp("experiments")
+    runs = np.linspace(-1, 1, 3)[:, None, None] * np.ones((1, 5, 51))
+    ref = fake_reference(root / "ref", {"MDQN": runs, "DQN": runs + 1})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV_VAR, str(ref))
+        _no_run_plots(mp)
+        assert _experiment(root) == 0
+    return root / "deramo-gym"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_results_hold_one_row_per_arm_seed_task_and_epoch(finished: Path) -> None:
+    rows = _rows(finished / "results.csv")
+    expected = [
+        (arm, str(seed), task, str(epoch))
+        for arm in ("MDQN", "DQN")
+        for seed in (0, 1)
+        for task in DERAMO_GYM_TASKS
+        for epoch in (0, 1, 2)
+    ]
+    assert [(r["arm"], r["seed"], r["task"], r["epoch"]) for r in rows] == expected
+    assert list(rows[0]) == ["arm", "seed", "task", "task_index", "epoch", "J", "return", "episodes", "group"]
+    for r in rows:  # the numbers are the runs' own
+        metrics = _rows(finished / "runs" / r["group"] / "metrics.csv")
+        match = [
+            m
+            for m in metrics
+            if (m["task_name"], m["epoch"], m["seed"]) == (r["task"], r["epoch"], r["seed"])
+        ]
+        assert [(m["J"], m["return"], m["episodes"]) for m in match] == [(r["J"], r["return"], r["episodes"])]
+    manifest = json.loads((finished / "experiment.json").read_text())
+    assert manifest["experiment"] == "deramo-gym" and manifest["epochs"] == 2 and manifest["seeds"] == [0, 1]
+    assert [g["folder"] for g in manifest["groups"]] == [
+        "runs/MDQN-seed0",
+        "runs/MDQN-seed1",
+        "runs/DQN-seed0",
+        "runs/DQN-seed1",
+    ]
+    assert [a["config"]["mode"] for a in manifest["arms"]] == ["multi", "single"]
+    report = finished / "report"
+    for name in ("report.md", "summary.md", "summary.csv", "learning_curves.png", "J_Cart-Pole.png"):
+        assert (report / name).stat().st_size > 100
+    assert "MDQN (paper, 3 runs)" not in (report / "report.md").read_text()  # legends are in the figures
+    assert "for DQN, MDQN" in (report / "report.md").read_text()
+
+
+def test_a_killed_experiment_keeps_finished_groups_and_completes_the_rest(
+    tmp_path: Path, finished: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv(ENV_VAR, str(finished.parent / "ref"))
+    _no_run_plots(monkeypatch)
+    original = Trainer._step_envs
+
+    def killed_in_dqn_seed0_epoch2(self, actions):
+        if self.run_dir.name == "DQN-seed0" and self.env_steps == 60:  # epoch 2 = steps 41..80
+            raise KeyboardInterrupt
+        return original(self, actions)
+
+    monkeypatch.setattr(Trainer, "_step_envs", killed_in_dqn_seed0_epoch2)
+    with pytest.raises(SystemExit) as exc:
+        _experiment(tmp_path)
+    assert exc.value.code == 130
+    folder = tmp_path / "deramo-gym"
+    assert not (folder / "results.csv").exists()
+    assert not (folder / "runs" / "DQN-seed1").exists()
+    kept = {p: p.stat().st_mtime_ns for p in (folder / "runs").glob("MDQN-seed*/*") if p.is_file()}
+    assert len(kept) >= 6
+
+    monkeypatch.setattr(Trainer, "_step_envs", original)
+    assert _experiment(tmp_path) == 0
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished groups untouched
+    assert (folder / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--epochs", "3"], "other epochs (2, now 3)"),
+        (["--seeds", "3"], "other seeds"),
+        (["--group-size", "2"], "other group size"),
+        (["--set", "run.eval_steps=31"], "other overrides"),
+    ],
+)
+def test_a_rerun_with_other_options_is_refused(finished: Path, extra, needle, capsys) -> None:
+    before = {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()}
+    code = _experiment(finished.parent, *extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert needle in err[-1] and "choose another --name" in err[-1]
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["nope", "--seeds", "2"], "invalid choice"),
+        (["deramo-gym"], "required: --seeds"),
+        (["deramo-gym", "--seeds", "0"], "not a positive seed count"),
+        (["deramo-gym", "--seeds", "x"], "not a seed list"),
+        (["deramo-gym", "--seeds", "2", "--group-size", "0"], "not a positive integer"),
+        (["deramo-gym", "--seeds", "2", "--set", "steps=4"], "SECTION.FIELD=VALUE"),
+        (["deramo-gym", "--seeds", "2", "--set", "run.seeds=3"], "use --seeds"),
+        (["deramo-gym", "--seeds", "2", "--set", "run.nope=1"], "run has no field 'nope'"),
+        (["deramo-gym", "--seeds", "2", "--set", "run.eval_steps=x"], "'x' is not a valid int"),
+        (["deramo-gym", "--seeds", "2", "--set", "learner.batch_size=0"], "batch size is 0"),
+        (["deramo-gym", "--seeds", "2", "--ray-address", "auto"], "needs --backend ray"),
+        (["deramo-gym", "--seeds", "2", "--name", "taken"], "is not an experiment folder"),
+        (["deramo-gym", "--seeds", "2", "--backend", "ray"], 'pip install "mtdqn[ray]"'),
+    ],
+)
+def test_experiment_mistakes_give_one_line_and_exit_code_2(
+    args: list[str], needle: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(main(["experiment", *args, "--out", str(tmp_path), "--no-progress"]))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["notes.txt", "taken"]  # nothing written
+
+
+@dataclasses.dataclass(frozen=True)
+class LoseWorkerOnceArm(ConfigArm):
+    """A ConfigArm whose first run trains one epoch, then kills its own process (a lost Ray worker)."""
+
+    marker: str = ""
+
+    def run(self, seeds: list[int], run_dir: Path, options: RunOptions) -> None:
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return super().run(seeds, run_dir, options)
+        super().run(seeds, run_dir, dataclasses.replace(options, epochs=1))
+        os._exit(1)
+
+
+def test_ray_backend_runs_each_group_as_a_task_and_retries_a_lost_worker(
+    tmp_path: Path, finished: Path, monkeypatch
+) -> None:
+    ray = pytest.importorskip("ray")
+    from mtdqn.backends import RayBackend
+
+    tests = str(Path(__file__).parent)
+    path = os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    try:
+        experiment = Experiment(
+            "deramo-gym",
+            "as the registered one, with a DQN worker lost once",
+            arms=(
+                ConfigArm("MDQN", functools.partial(deramo_gym_config, "multi")),
+                LoseWorkerOnceArm(
+                    "DQN", functools.partial(deramo_gym_config, "single"), marker=str(tmp_path / "lost")
+                ),
+            ),
+        )
+        options = RunOptions(epochs=2, overrides=dict(OVERRIDES), progress=False)
+        backend = RayBackend(cpus_per_group=1)
+        # one group per arm (both seeds): an agent's numbers do not depend on the seeds beside it
+        folder = tmp_path / "exp"
+        results = run_experiment(experiment, folder, [0, 1], options, 2, backend, log=lambda m: None)
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "lost").exists()
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["DQN-seeds0-1", "MDQN-seeds0-1"]
+    ours, local = _rows(results), _rows(finished / "results.csv")
+    assert [r.pop("group") for r in ours] == [f"{r.pop('group').split('-')[0]}-seeds0-1" for r in local]
+    assert ours == local
