@@ -1,7 +1,7 @@
 """2-D embeddings of shared features: seeded t-SNE (openTSNE) or PCA.
 
-openTSNE (Poličar et al.) is used for t-SNE: its FFT-accelerated gradients embed 3,000 states in about 5 s
-and 10,000 in about 20 s on two cores, where scikit-learn's Barnes-Hut needs several times longer.
+openTSNE (Poličar et al.) is used for t-SNE: it embeds 3,000 states in about 5 s and 10,000 in about 20 s
+on two cores, where scikit-learn's t-SNE needs several times longer.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from mtdqn.analysis.config import AnalysisConfig
 PARALLEL_FROM = 2000
 """States from which t-SNE uses ``cfg.tsne_threads``; below, threads cost more than they save (measured: 100
 states 0.3 s on one thread, up to 20 s on two threads of a busy 2-core machine)."""
+
+FFT_FROM = 20_000
+"""States from which t-SNE's repulsive forces use FFT interpolation instead of Barnes-Hut. openTSNE switches
+at 10,000, but shared features form tight, far-apart clusters whose growing span makes the FFT grid slow:
+10,002 review-control states took 38 s with FFT and 20 s with Barnes-Hut (lower KL too) on two cores."""
 
 
 def embed(x: np.ndarray, cfg: AnalysisConfig, seed: int) -> np.ndarray:
@@ -35,6 +40,7 @@ def embed(x: np.ndarray, cfg: AnalysisConfig, seed: int) -> np.ndarray:
         initialization="pca",
         random_state=seed,
         n_jobs=cfg.tsne_threads if len(x) >= PARALLEL_FROM else 1,
+        negative_gradient_method="bh" if len(x) < FFT_FROM else "fft",
         verbose=False,
     )
     return np.asarray(tsne.fit(x), dtype=np.float64)

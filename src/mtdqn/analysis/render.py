@@ -78,29 +78,66 @@ def thumbnail(frame: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(img)
 
 
-def sprite_sheets(states: StateSet, width: int, columns: int = 40) -> list[SpriteSheet]:
-    """One sprite sheet per task with a thumbnail of each of its states."""
+def sprite_sheet(states: StateSet, rows: np.ndarray, width: int, columns: int = 40) -> SpriteSheet:
+    """A sprite sheet with a thumbnail of each of ``rows`` (states of one task), in order."""
     renderer = FrameRenderer(states)
-    sheets = []
     try:
-        for t in range(states.n_tasks):
-            rows = np.flatnonzero(states.task == t)
-            tiles = [thumbnail(renderer.frame(int(r)), width) for r in rows]
-            h, w = tiles[0].shape[:2]
-            cols = min(columns, len(tiles))
-            n_grid_rows = -(-len(tiles) // cols)
-            grid = np.full((n_grid_rows * h, cols * w, 3), 255, dtype=np.uint8)
-            for i, tile in enumerate(tiles):
-                r, c = divmod(i, cols)
-                grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile[..., :3]
-            buf = io.BytesIO()
-            Image.fromarray(grid).save(buf, format="PNG", compress_level=6)
-            sheets.append(SpriteSheet(buf.getvalue(), rows, w, h, cols))
+        tiles = [thumbnail(renderer.frame(int(r)), width) for r in rows]
     finally:
         renderer.close()
-    return sheets
+    h, w = tiles[0].shape[:2]
+    cols = min(columns, len(tiles))
+    grid = np.full((-(-len(tiles) // cols) * h, cols * w, 3), 255, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile[..., :3]
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG", compress_level=6)
+    return SpriteSheet(buf.getvalue(), np.asarray(rows), w, h, cols)
 
 
+def sheet_chunks(states: StateSet, n_chunks: int) -> list[np.ndarray]:
+    """The rows of each task split into ``n_chunks`` contiguous pieces (one sprite sheet each)."""
+    chunks = []
+    for t in range(states.n_tasks):
+        rows = np.flatnonzero(states.task == t)
+        chunks += [c for c in np.array_split(rows, min(n_chunks, len(rows))) if len(c)]
+    return chunks
+
+
+def _sheet_job(states_path: str, rows: np.ndarray, width: int) -> SpriteSheet:
+    return sprite_sheet(StateSet.load(Path(states_path)), rows, width)
+
+
+class Thumbnails:
+    """Hover thumbnails of every state, rendered by worker processes while the caller computes something
+    else, or read from the cache file written by an earlier analysis of the same states."""
+
+    def __init__(self, states: StateSet, states_path: Path, width: int, cache: Path, workers: int) -> None:
+        import hashlib
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.cache = cache
+        self.key = f"{hashlib.sha256(states_path.read_bytes()).hexdigest()}:{width}"
+        self.sheets = load_sheets(cache, self.key)
+        self._pool, self._futures = None, []
+        if self.sheets is None:
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            self._futures = [
+                self._pool.submit(_sheet_job, str(states_path), rows, width)
+                for rows in sheet_chunks(states, workers)
+            ]
+
+    def result(self) -> list[SpriteSheet]:
+        """All sheets (waits for the workers the first time, then caches them)."""
+        if self.sheets is None:
+            try:
+                self.sheets = [f.result() for f in self._futures]
+            finally:
+                self._pool.shutdown(cancel_futures=True)
+            save_sheets(self.cache, self.sheets, self.key)
+        return self.sheets
 def save_sheets(path: Path, sheets: list[SpriteSheet], key: str) -> None:
     """Cache sprite sheets as a plain ``.npz`` (PNG bytes as uint8 arrays), tagged with ``key``."""
     arrays: dict[str, np.ndarray] = {"key": np.array(key)}
@@ -128,13 +165,3 @@ def load_sheets(path: Path, key: str) -> list[SpriteSheet] | None:
             ]
     except (OSError, KeyError, ValueError):
         return None
-
-
-def render_sheets_job(states_path: str, width: int, cache_path: str, key: str) -> list[SpriteSheet]:
-    """Render (or load from the cache) the sprite sheets of a saved state set; runs in a worker process."""
-    cached = load_sheets(Path(cache_path), key)
-    if cached is not None:
-        return cached
-    sheets = sprite_sheets(StateSet.load(Path(states_path)), width)
-    save_sheets(Path(cache_path), sheets, key)
-    return sheets

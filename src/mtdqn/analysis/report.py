@@ -81,8 +81,10 @@ def write_report(
     settings: dict,
 ) -> Path:
     """Write the page; figures are embedded as data URIs so the file works offline on its own."""
+    sheet_of = np.zeros(len(states.task), dtype=np.int64)
     tile_of = np.zeros(len(states.task), dtype=np.int64)
-    for sheet in sheets:
+    for k, sheet in enumerate(sheets):
+        sheet_of[sheet.rows] = k
         tile_of[sheet.rows] = np.arange(len(sheet.rows))
     value = states.value
     data = {
@@ -92,6 +94,7 @@ def write_report(
         "v": np.round(value.astype(float), 4).tolist(),
         "episode": states.episode.astype(int).tolist(),
         "step": states.step.astype(int).tolist(),
+        "sheet": sheet_of.tolist(),
         "tile": tile_of.tolist(),
         "names": states.task_names,
         "colours": _task_colours(states.n_tasks),
@@ -234,10 +237,11 @@ function nearest(mx, my) {
 }
 function show(i, mx, my) {
   if (i < 0) { tip.style.display = "none"; return; }
-  const t = D.task[i], s = D.sheets[t], k = D.tile[i];
+  const t = D.task[i], s = D.sheets[D.sheet[i]], k = D.tile[i];
   thumb.width = s.w; thumb.height = s.h;
   const tctx = thumb.getContext("2d");
-  tctx.drawImage(sheets[t], (k % s.cols) * s.w, Math.floor(k / s.cols) * s.h, s.w, s.h, 0, 0, s.w, s.h);
+  const sx = (k % s.cols) * s.w, sy = Math.floor(k / s.cols) * s.h;
+  tctx.drawImage(sheets[D.sheet[i]], sx, sy, s.w, s.h, 0, 0, s.w, s.h);
   tipText.innerHTML = `<b style="color:${D.colours[t]}">${D.names[t]}</b><br>V = ${D.v[i].toFixed(3)}` +
     `<br>episode ${D.episode[i]}, step ${D.step[i]}<br>state #${i}`;
   tip.style.left = (mx + 14) + "px"; tip.style.top = (my + 14) + "px";
