@@ -123,7 +123,7 @@ class FrameReplay:
         """min(frames since the episode's first, stack - 1): how many earlier frames belong to the stack."""
         self.cut = np.zeros((rings, capacity), np.bool_)
         """The episode ended after this slot without a terminal: its next observation is not stored."""
-        self._frames_flat = torch.from_numpy(self.frames.reshape(rings * capacity, pixels))
+        self._frames_flat = self.frames.reshape(rings * capacity, pixels)
         self._ring_offset = np.arange(rings).reshape(n_members, n_tasks, 1) * capacity
         self._pos = np.zeros(rings, np.int64)  # episode position of the latest frame of each ring
         self.position = 0
@@ -214,21 +214,20 @@ class FrameReplay:
         s, t, b = slots.shape
         k = self.stack
         rings = np.broadcast_to(np.arange(s * t).reshape(s, t, 1), slots.shape)
-        # Frames p-k+1 .. p+1 cover both stacks; one index_select of (k + 1) rows per sample.
-        window = (slots[..., None] + np.arange(-k + 1, 2)) % self.capacity  # (S, T, B, k + 1)
-        flat = torch.from_numpy((window + self._ring_offset[..., None]).reshape(-1))
-        frames = self._frames_flat.index_select(0, flat).view(s, t, b, k + 1, *self.frame_shape)
-        nxt = (slots + 1) % self.capacity
-        back = np.arange(k - 1, -1, -1)  # frame j of a stack lies k-1-j frames before its newest
-        keep_obs = back <= self.episode_pos[rings, slots][..., None]  # (S, T, B, k)
-        keep_next = back <= self.episode_pos[rings, nxt][..., None]
-        obs = frames[:, :, :, :k] * torch.from_numpy(keep_obs)[..., None, None]
-        next_obs = frames[:, :, :, 1:] * torch.from_numpy(keep_next)[..., None, None]
+        back = np.arange(k - 1, -1, -1)  # frame j of a stack lies k-1-j slots before its newest
+        # One allocation for both stacks: two live multi-MB arrays per call cost page faults (~6x slower).
+        out = np.empty((2, s * t * b * k, self._frames_flat.shape[1]), np.uint8)
+        for i, newest in enumerate((slots, (slots + 1) % self.capacity)):
+            rows = ((newest[..., None] - back) % self.capacity + self._ring_offset[..., None]).reshape(-1)
+            np.take(self._frames_flat, rows, axis=0, out=out[i])
+            before_start = back > self.episode_pos[rings, newest][..., None]
+            out[i][before_start.reshape(-1)] = 0  # frames from before the episode's first: zeros
+        stacks = torch.from_numpy(out).view(2, s, t, b, k, *self.frame_shape).to(device)
         return FrameBatch(
-            obs=obs.to(device),
+            obs=stacks[0],
             action=torch.from_numpy(self.action[rings, slots].astype(np.int64)).to(device),
             reward=torch.from_numpy(self.reward[rings, slots]).to(device),
-            next_obs=next_obs.to(device),
+            next_obs=stacks[1],
             terminal=torch.from_numpy(self.terminal[rings, slots].astype(np.float32)).to(device),
         )
 
