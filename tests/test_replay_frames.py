@@ -127,6 +127,27 @@ def test_sampling_is_uniform_over_the_sampleable_slots(recorded: Recorded) -> No
     assert np.array_equal(replay.sample_slots(again, 500), slots[..., :500])  # seeded: reproducible
 
 
+def test_a_member_samples_the_same_alone_and_inside_a_population() -> None:
+    rng = np.random.default_rng(3)
+    pair = FrameReplay(2, 2, 60, frame_shape=(6, 6), check_memory=False)
+    alone = FrameReplay(1, 2, 60, frame_shape=(6, 6), check_memory=False)
+    for _ in range(150):
+        step = (
+            rng.integers(0, 256, (2, 2, 6, 6), dtype=np.uint8),
+            rng.integers(0, 4, (2, 2)),
+            rng.random((2, 2)),
+            rng.random((2, 2)) < 0.05,
+            rng.random((2, 2)) < 0.1,  # episode starts differ between members: so do their valid slots
+        )
+        pair.add(*step)
+        alone.add(*(a[1:] for a in step))
+    valid = [list(v) for v in pair.valid_slots()]
+    assert valid[2:] == [list(v) for v in alone.valid_slots()] and valid[2] != valid[0]
+    slots = pair.sample_slots([np.random.default_rng(0), np.random.default_rng(9)], 64)
+    np.testing.assert_array_equal(slots[1:], alone.sample_slots([np.random.default_rng(9)], 64))
+    torch.testing.assert_close(pair.gather(slots).obs[1:], alone.gather(slots[1:]).obs)
+
+
 def test_batch_layout(recorded: Recorded) -> None:
     replay = recorded.replay
     batch = replay.sample(np.random.default_rng(1), 32)

@@ -23,6 +23,7 @@ per million transitions, against 56,448 bytes when both 4-frame stacks are store
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,31 +181,51 @@ class FrameReplay:
 
     # --- sampling ------------------------------------------------------------------------------------------
 
-    def sample_slots(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    def sample_slots(
+        self, rng: np.random.Generator | Sequence[np.random.Generator], batch_size: int
+    ) -> np.ndarray:
         """``(S, T, B)`` slots drawn uniformly with replacement from each ring's sampleable slots.
 
-        Invalid draws (a handful of slots per ring) are redrawn; the loop runs over redraw rounds, not
-        over samples, and almost always ends after the first.
+        ``rng`` is one generator, or one per member: then member m's slots come from ``rng[m]`` alone, so a
+        member samples the same whichever other members share the replay. Invalid draws (a handful of
+        slots per ring) are redrawn; the loop runs over redraw rounds, not samples, and almost always ends
+        after the first.
         """
         if self.size < 2:
             raise RuntimeError("the replay holds no complete transition yet")
         s, t = self.shape
+        gens = list(rng) if isinstance(rng, Sequence) else None
+        if gens is not None and len(gens) != s:
+            raise ValueError(f"{len(gens)} generators for {s} members")
+        span = self.size - 1  # the newest slot has no successor yet
+
+        def draw(mask: np.ndarray) -> np.ndarray:
+            """Uniform ages for the True entries of ``mask`` (S, T, B), member by member if per-member."""
+            if gens is None:
+                return (rng.random(int(mask.sum())) * span).astype(np.int64)
+            counts = mask.reshape(s, -1).sum(1)
+            parts = [(g.random(int(c)) * span).astype(np.int64) for g, c in zip(gens, counts, strict=True)]
+            return np.concatenate(parts)
+
         ring = np.arange(s * t).reshape(s, t, 1).repeat(batch_size, axis=2)
-        age = (rng.random((s, t, batch_size)) * (self.size - 1)).astype(np.int64)
+        age = draw(np.ones((s, t, batch_size), bool)).reshape(s, t, batch_size)
         oldest = self._oldest()
         slot = (oldest + age) % self.capacity
         bad = self._invalid(ring, age, slot)
         for _ in range(1000):
             if not bad.any():
                 return slot
-            redraw = (rng.random(int(bad.sum())) * (self.size - 1)).astype(np.int64)
+            redraw = draw(bad)
             age[bad] = redraw
             slot[bad] = (oldest + redraw) % self.capacity
             bad[bad] = self._invalid(ring[bad], redraw, slot[bad])
         raise RuntimeError("a ring of the replay has no sampleable transition")
 
     def sample(
-        self, rng: np.random.Generator, batch_size: int, device: torch.device | str = "cpu"
+        self,
+        rng: np.random.Generator | Sequence[np.random.Generator],
+        batch_size: int,
+        device: torch.device | str = "cpu",
     ) -> FrameBatch:
         """A batch of ``batch_size`` transitions per (member, task)."""
         return self.gather(self.sample_slots(rng, batch_size), device)
