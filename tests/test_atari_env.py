@@ -6,8 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from mtdqn.config import TaskConfig
 from mtdqn.config_atari import GAME_GROUPS, AtariConfig, game_group
 from mtdqn.errors import UserError
+from mtdqn.tasks import task_specs
 from mtdqn.tasks.atari import AtariVectorTask, atari_game, make_atari_env
 
 # Minimal action sets, spec review-code 3.3 ("verify at runtime").
@@ -36,6 +38,11 @@ def test_unknown_game_is_a_one_line_user_error() -> None:
         assert "\n" not in str(err.value) and "ALE/Pong-v5" in str(err.value)
     with pytest.raises(UserError):
         game_group("no-such-group")
+
+
+def test_the_trainer_refuses_atari_tasks_with_a_clear_message() -> None:
+    with pytest.raises(UserError, match="Atari game; mtdqn train does not take Atari tasks yet"):
+        task_specs([TaskConfig("ALE/Pong-v5")])
 
 
 def test_every_game_of_every_group_exists_with_the_spec_action_count() -> None:
