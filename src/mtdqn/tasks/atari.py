@@ -57,7 +57,8 @@ class AtariGame:
 
     @property
     def name(self) -> str:
-        return self.env_id.removeprefix("ALE/").split("-v")[0]
+        """CamelCase game name, e.g. ``SpaceInvaders``."""
+        return self.rom.title().replace("_", "")
 
     @property
     def n_actions(self) -> int:
@@ -223,7 +224,11 @@ def make_atari_env(
 
 @dataclass
 class AtariStep(VectorStep):
-    """One step of N copies of a game. ``reward`` is the raw game score; learn from the fields below."""
+    """One step of N copies of a game. ``reward`` is the raw game score; learn from the fields below.
+
+    ``next_obs`` and ``obs`` are uint8 frame stacks ``(N, stack, 84, 84)``; ``terminated`` is a game over,
+    ``truncated`` the time limit.
+    """
 
     learning_reward: np.ndarray
     """(N,) float32: the reward clipped to [-1, 1] (raw when ``clip_rewards`` is off)."""
