@@ -30,6 +30,11 @@ class TaskSpec:
 
 def make_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
     """Create the environment of ``task`` with its horizon as a ``TimeLimit`` (no env checker)."""
+    if task.env_id.startswith("ALE/"):
+        raise UserError(
+            f"{task.env_id} is an Atari game; mtdqn train does not take Atari tasks yet (issue 5: their "
+            "environments, replay and networks are in mtdqn.tasks.atari, replay_frames and nets_atari)"
+        )
     kwargs: dict = {"disable_env_checker": True}
     if task.horizon is not None:
         kwargs["max_episode_steps"] = task.horizon

@@ -1,0 +1,305 @@
+"""Atari Q-networks: per-game and shared convolution and dense layers, batched over games and members.
+
+Like :class:`mtdqn.nets.MultiTaskQNetwork`, every layer's parameters are stacked tensors with a leading
+member dimension ``S`` and, for a per-game layer, a game dimension ``T``:
+
+* conv: ``W (S, T, out, in, k, k)`` per game, ``W (S, out, in, k, k)`` shared; biases without ``k, k``;
+* dense: ``W (S, T, out, in)`` / ``(S, out, in)``, biases ``(S, T, 1, out)`` / ``(S, 1, out)``.
+
+Input: uint8 frame stacks ``(S, T, B, stack, 84, 84)``, scaled to [0, 1] inside the network. Output: Q
+values ``(S, T, B, A_max)``; ``action_mask`` marks each game's actions (a game lacking an action has its
+output masked: never chosen, bootstrapped from, or trained).
+
+Batch layout: the convolutions run on ``(B, T, S, C, H, W)`` memory, so a per-game layer is one grouped
+convolution over the ``T*S`` (game, member) groups and a shared layer one convolution over ``B*T`` images
+(grouped over members); no copy is needed between them. ``conv_mode="loop"`` runs one dense convolution per
+group instead (faster on the CPU: oneDNN's grouped convolution is ~10-40% slower there at T = 2-6). The
+dense layers run on ``(S, T, B, F)`` with one batched matmul each, as in :mod:`mtdqn.nets`.
+
+Architectures (``arch``; spec review-code 3.1/3.3, deramo2020 1.4, Mnih et al. 2015), the Nature
+conv stack being 4->32 (8x8, stride 4), 32->64 (4x4, 2), 64->64 (3x3, 1) -> 3136:
+
+| arch | per game (bottom) | shared | per game (head) |
+|---|---|---|---|
+| ``review-exp1`` | conv1 | conv2, conv3, 3136->512, 512->256 (features, linear) | 256->10->A |
+| ``review-mtqn`` | conv stack, 3136->1024 sigmoid | 1024->512->256, 256->128 sigmoid | 128->64->A |
+| ``deramo-atari`` | conv stack | 3136->512 (sigmoid or relu) | 512->A |
+| ``deramo-atari-2018`` | conv1 | conv2, conv3, 3136->512 (sigmoid or relu) | 512->A |
+| ``nature`` | - | conv stack, 3136->512 relu | 512->A |
+
+The review's networks use LeakyReLU (slope 0.01) and PyTorch's default init, as its code did; the deramo
+ones ReLU and Xavier-uniform init (gain sqrt 2, 1 for the Q layer), as the paper's code did; ``nature``
+ReLU and PyTorch's default init. In single mode (``share=False``) every layer is per game.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtdqn.config_atari import ATARI_ARCHS, AtariNetworkConfig
+from mtdqn.errors import UserError
+from mtdqn.seeding import derive_seed
+
+_ACT = {
+    "relu": torch.relu,
+    "lrelu": lambda x: F.leaky_relu(x, 0.01),
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "identity": lambda x: x,
+}
+
+NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+"""(out channels, kernel, stride) of the Nature DQN convolutions."""
+
+
+@dataclass(frozen=True)
+class AtariLayer:
+    """One layer of the plan: a convolution (``kernel > 0``) or a dense layer."""
+
+    in_dim: int
+    """Input channels (conv) or features (dense)."""
+    out_dim: int
+    activation: str
+    role: str
+    """``input`` (per game), ``shared`` (shared unless single mode) or ``head`` (per game)."""
+    shared: bool
+    kernel: int = 0
+    stride: int = 1
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kernel > 0
+
+
+def _conv_out(size: int, layers: list[tuple[int, int, int]]) -> int:
+    for _, kernel, stride in layers:
+        size = (size - kernel) // stride + 1
+    return size
+
+
+def layer_plan(
+    cfg: AtariNetworkConfig, actions_max: int, share: bool, stack: int = 4, screen: int = 84
+) -> tuple[list[AtariLayer], str]:
+    """The layers of ``cfg.arch`` and its init (``torch`` or ``xavier``); ``share=False``: none shared."""
+    if cfg.arch not in ATARI_ARCHS:
+        raise UserError(f"unknown Atari architecture {cfg.arch!r}; use one of {', '.join(ATARI_ARCHS)}")
+    flat = NATURE_CONVS[-1][0] * _conv_out(screen, list(NATURE_CONVS)) ** 2
+    if flat <= 0:
+        raise UserError(f"screen size {screen} is too small for the Nature convolutions (at least 36)")
+    review = cfg.arch.startswith("review")
+    hidden = "lrelu" if review else "relu"
+    n_conv_input = {
+        "review-exp1": 1,
+        "review-mtqn": 3,
+        "deramo-atari": 3,
+        "deramo-atari-2018": 1,
+        "nature": 0,
+    }
+    dense = {
+        # (out, role, activation) of the dense layers before the Q layer; the last shared one: features.
+        "review-exp1": [(512, "shared", hidden), (256, "shared", "identity"), (10, "head", hidden)],
+        "review-mtqn": [
+            (1024, "input", "sigmoid"),
+            (512, "shared", hidden),
+            (256, "shared", hidden),
+            (128, "shared", "sigmoid"),
+            (64, "head", hidden),
+        ],
+        "deramo-atari": [(512, "shared", "sigmoid")],
+        "deramo-atari-2018": [(512, "shared", "sigmoid")],
+        "nature": [(512, "shared", "relu")],
+    }[cfg.arch]
+    if cfg.feature_activation:
+        if review:
+            raise UserError(f"{cfg.arch} fixes its feature activation (the review's code); drop the option")
+        if cfg.feature_activation not in _ACT:
+            raise UserError(
+                f"unknown feature activation {cfg.feature_activation!r}; use one of {', '.join(_ACT)}"
+            )
+        dense = [(out, role, cfg.feature_activation) for out, role, _ in dense]
+    layers: list[AtariLayer] = []
+    channels = stack
+    for i, (out, kernel, stride) in enumerate(NATURE_CONVS):
+        role = "input" if i < n_conv_input[cfg.arch] else "shared"
+        layers.append(AtariLayer(channels, out, hidden, role, share and role == "shared", kernel, stride))
+        channels = out
+    width = flat
+    for out, role, act in dense:
+        layers.append(AtariLayer(width, out, act, role, share and role == "shared"))
+        width = out
+    layers.append(AtariLayer(width, actions_max, "identity", "head", False))
+    return layers, "torch" if review or cfg.arch == "nature" else "xavier"
+
+
+class AtariQNetwork(nn.Module):
+    """Q-network for T games and S independent members; see the module docstring for the shapes."""
+
+    def __init__(
+        self,
+        n_actions: list[int],
+        cfg: AtariNetworkConfig,
+        share: bool = True,
+        n_members: int = 1,
+        seeds: list[int] | int = 0,
+        stack: int = 4,
+        screen: int = 84,
+    ) -> None:
+        super().__init__()
+        if cfg.conv_mode not in ("auto", "grouped", "loop"):
+            raise UserError(f"unknown conv mode {cfg.conv_mode!r}; use auto, grouped or loop")
+        self.cfg = cfg
+        self.share = share
+        self.n_members = n_members
+        self.n_tasks = len(n_actions)
+        self.n_actions = list(n_actions)
+        self.actions_max = max(n_actions)
+        self.input_shape = (stack, screen, screen)
+        self.plan, self.init = layer_plan(cfg, self.actions_max, share, stack, screen)
+        self.feature_layer = max(i for i, layer in enumerate(self.plan) if layer.role == "shared")
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for layer in self.plan:
+            lead = (n_members,) if layer.shared else (n_members, self.n_tasks)
+            if layer.is_conv:
+                kk = (layer.kernel, layer.kernel)
+                self.weights.append(nn.Parameter(torch.zeros(*lead, layer.out_dim, layer.in_dim, *kk)))
+                self.biases.append(nn.Parameter(torch.zeros(*lead, layer.out_dim)))
+            else:
+                self.weights.append(nn.Parameter(torch.zeros(*lead, layer.out_dim, layer.in_dim)))
+                self.biases.append(nn.Parameter(torch.zeros(*lead, 1, layer.out_dim)))
+        mask = torch.zeros(self.n_tasks, self.actions_max, dtype=torch.bool)
+        for t, n in enumerate(self.n_actions):
+            mask[t, :n] = True
+        self.register_buffer("action_mask", mask)
+        self.reset_parameters(seeds)
+
+    @torch.no_grad()
+    def reset_parameters(self, seeds: list[int] | int) -> None:
+        """Initialise member k from ``seeds[k]`` alone (an int: seeds seed, seed + 1, ...)."""
+        if isinstance(seeds, int):
+            seeds = [seeds + k for k in range(self.n_members)]
+        if len(seeds) != self.n_members:
+            raise ValueError(f"{len(seeds)} seeds for {self.n_members} members")
+        for member in range(self.n_members):
+            gen = torch.Generator().manual_seed(derive_seed(seeds[member], "init"))
+            for layer, weight, bias in zip(self.plan, self.weights, self.biases, strict=True):
+                copies = 1 if layer.shared else self.n_tasks
+                for t in range(copies):
+                    w = weight[member] if layer.shared else weight[member, t]
+                    b = bias[member] if layer.shared else bias[member, t]
+                    self._init_layer(w, b, layer, gen)
+
+    def _init_layer(self, w: torch.Tensor, b: torch.Tensor, layer: AtariLayer, gen) -> None:
+        area = layer.kernel**2 if layer.is_conv else 1
+        fan_in, fan_out = layer.in_dim * area, layer.out_dim * area
+        if self.init == "xavier":  # the paper's code: Xavier-uniform, ReLU gain; gain 1 for the Q layer
+            gain = 1.0 if layer.activation == "identity" and layer.role == "head" else math.sqrt(2.0)
+            bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+        else:  # PyTorch's default Conv2d/Linear init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in))
+            bound = 1.0 / math.sqrt(fan_in)
+        w.uniform_(-bound, bound, generator=gen)
+        b.uniform_(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in), generator=gen)
+
+    # --- forward ---------------------------------------------------------------------------------------
+
+    def _loop(self, x: torch.Tensor) -> bool:
+        mode = self.cfg.conv_mode
+        return mode == "loop" or (mode == "auto" and x.device.type == "cpu")
+
+    def _conv(self, i: int, x: torch.Tensor, s: int, t: int) -> torch.Tensor:
+        """Conv layer i on ``x`` holding ``(B, T, S, C, H, W)`` memory; returns the same layout."""
+        layer, w, b = self.plan[i], self.weights[i], self.biases[i]
+        n, c, h, wd = x.shape[0], layer.in_dim, x.shape[-2], x.shape[-1]
+        if self._loop(x):  # one dense convolution per member (shared) or per (game, member)
+            if layer.shared:
+                x = x.view(n * t, s, c, h, wd)
+                outs = [F.conv2d(x[:, si], w[si], b[si], stride=layer.stride) for si in range(s)]
+            else:
+                x = x.view(n, t, s, c, h, wd)
+                outs = [
+                    F.conv2d(x[:, ti, si], w[si, ti], b[si, ti], stride=layer.stride)
+                    for ti in range(t)
+                    for si in range(s)
+                ]
+            y = outs[0].unsqueeze(1) if len(outs) == 1 else torch.stack(outs, 1)
+            return _ACT[layer.activation](y.view(n, t * s * layer.out_dim, *y.shape[-2:]))
+        k = layer.kernel
+        if layer.shared:  # one convolution over the B*T images, grouped over members
+            y = F.conv2d(
+                x.reshape(n * t, s * c, h, wd),
+                w.reshape(s * layer.out_dim, c, k, k),
+                b.reshape(-1),
+                stride=layer.stride,
+                groups=s,
+            )
+        else:  # one convolution grouped over (game, member)
+            wg = w.transpose(0, 1).reshape(t * s * layer.out_dim, c, k, k)
+            y = F.conv2d(
+                x.reshape(n, t * s * c, h, wd),
+                wg,
+                b.transpose(0, 1).reshape(-1),
+                stride=layer.stride,
+                groups=t * s,
+            )
+        return _ACT[layer.activation](y.view(n, t * s * layer.out_dim, *y.shape[-2:]))
+
+    def _dense(self, i: int, x: torch.Tensor, s: int, t: int) -> torch.Tensor:
+        """Dense layer i on ``x`` of shape ``(S * T, B, in)``."""
+        layer, w, b = self.plan[i], self.weights[i], self.biases[i]
+        n = x.shape[1]
+        if layer.shared:
+            y = torch.baddbmm(b, x.view(s, t * n, layer.in_dim), w.transpose(1, 2)).view(s * t, n, -1)
+        else:
+            w = w.view(s * t, layer.out_dim, layer.in_dim).transpose(1, 2)
+            y = torch.baddbmm(b.view(s * t, 1, layer.out_dim), x, w)
+        return _ACT[layer.activation](y)
+
+    def _run(self, obs: torch.Tensor, n_layers: int) -> torch.Tensor:
+        s, t, n = obs.shape[:3]
+        if obs.shape[3:] != self.input_shape or s != self.n_members or t != self.n_tasks:
+            raise ValueError(
+                f"expected observations (S={self.n_members}, T={self.n_tasks}, B, {self.input_shape}), "
+                f"got {tuple(obs.shape)}"
+            )
+        c, h, w = self.input_shape
+        x = obs.permute(2, 1, 0, 3, 4, 5).reshape(n, t * s * c, h, w).float().div_(255.0)
+        i = 0
+        while i < n_layers and self.plan[i].is_conv:
+            x = self._conv(i, x, s, t)
+            i += 1
+        x = x.view(n, t, s, -1).permute(2, 1, 0, 3).contiguous().view(s * t, n, -1)
+        while i < n_layers:
+            x = self._dense(i, x, s, t)
+            i += 1
+        return x.view(s, t, n, -1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q values ``(S, T, B, A_max)`` of uint8 frame stacks ``(S, T, B, stack, H, W)``."""
+        return self._run(obs, len(self.plan))
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """Shared features ``(S, T, B, F)``: the output of the last shared layer."""
+        return self._run(obs, self.feature_layer + 1)
+
+    def parameter_count(self, count_padded_actions: bool = False) -> int:
+        """Trainable parameters of one member that can affect a valid Q value.
+
+        Padded action outputs count only with ``count_padded_actions`` (each head has A_max outputs).
+        """
+        total = 0
+        for layer in self.plan:
+            area = layer.kernel**2 if layer.is_conv else 1
+            if layer.shared:
+                total += (layer.in_dim * area + 1) * layer.out_dim
+                continue
+            for t in range(self.n_tasks):
+                out = layer.out_dim
+                if layer is self.plan[-1] and not count_padded_actions:
+                    out = self.n_actions[t]
+                total += (layer.in_dim * area + 1) * out
+        return total
