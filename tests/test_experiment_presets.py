@@ -1,4 +1,4 @@
-"""The deramo-transfer experiment: staged arms, transfer sources, resume, published transfer curves."""
+"""The deramo-transfer and feature-width experiments: staged arms, transfer sources, resume, sweep reports."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import mtdqn.train
 from mtdqn.best_shared import BEST_SHARED_FILE, snapshot_shared, weights_digest
 from mtdqn.cli import main
 from mtdqn.experiments import (
+    FEATURE_WIDTHS,
     ConfigArm,
     RunOptions,
     get_experiment,
@@ -40,6 +41,7 @@ OVERRIDES = {
 TINY = [arg for key, value in OVERRIDES.items() for arg in ("--set", f"{key}={value}")] + ["--no-progress"]
 SOURCE_TASKS = ["Cart-Pole", "Mountain-Car", "Car-On-Hill", "Inverted-Pendulum"]
 TRANSFER_ARMS = {"unfreeze0": 0, "unfreeze10": 10, "unfreeze-never": None}
+REVIEW_TASKS = ["CartPole", "Acrobot", "MountainCar"]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -112,7 +114,7 @@ def test_transfer_results_hold_every_arm_and_the_pretraining_runs_first(transfer
     ]
     assert [(r["arm"], r["seed"], r["task"], r["epoch"]) for r in rows] == expected
     manifest = json.loads((folder / "experiment.json").read_text())
-    assert manifest["baseline"] == "DQN"
+    assert manifest["baseline"] == "DQN" and manifest["sweep"] is None
     arms = {a["name"]: a for a in manifest["arms"]}
     assert [t["name"] for t in arms["pretrain"]["config"]["tasks"]] == SOURCE_TASKS
     assert arms["DQN"]["config"]["mode"] == "single" and arms["DQN"]["config"]["tasks"][0]["horizon"] == 1000
@@ -206,6 +208,51 @@ def test_a_killed_transfer_experiment_keeps_finished_groups_and_completes_the_re
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished groups untouched
     ours = _rows(tmp_path / "deramo-transfer" / "results.csv")
     assert ours == _rows(folder / "results.csv")  # relative source paths here, absolute in the fixture
+
+
+# --- feature width ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def widths(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("widths")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mtdqn.train, "plot_learning_curves", lambda run_dir: [])
+        args = ["experiment", "feature-width-review", "--seeds", "2", "--epochs", "1", "--out", str(root)]
+        assert main([*args, *TINY]) == 0
+    return root / "feature-width-review"
+
+
+def test_feature_width_report_draws_every_task_against_the_width(widths: Path) -> None:
+    manifest = json.loads((widths / "experiment.json").read_text())
+    assert manifest["sweep"] == {
+        "parameter": "network.feature_width",
+        "label": "shared feature width",
+        "values": {f"w{w}": w for w in FEATURE_WIDTHS},
+    }
+    for w in FEATURE_WIDTHS:
+        config = json.loads((widths / "runs" / f"w{w}-seeds0-1" / "config.json").read_text())["config"]
+        assert config["network"]["feature_width"] == w and config["network"]["width"] == 80
+    best = torch.load(widths / "runs" / "w10-seeds0-1" / BEST_SHARED_FILE, weights_only=True)
+    assert best["weights"][-1].shape == (2, 10, 80)  # two members, 10 feature units
+    rows = _rows(widths / "report" / "sweep.csv")
+    got = [(r["task"], r["value"], r["arm"], r["n"]) for r in rows]
+    ordered = sorted(FEATURE_WIDTHS)
+    assert got == [(t, str(w), f"w{w}", "2") for t in REVIEW_TASKS for w in ordered]
+    assert all(r["auc_epochs"] == "0-1" and r["Jlast_mean"] != "" for r in rows)
+    report = (widths / "report" / "report.md").read_text()
+    assert "## Against the shared feature width" in report and "![sweep](sweep.png)" in report
+    assert "| CartPole | 5 | w5 | 2 |" in report
+    assert (widths / "report" / "sweep.png").stat().st_size > 1000
+    assert not (widths / "report" / "sharing.csv").exists()
+
+
+def test_the_swept_setting_cannot_be_overridden(tmp_path: Path, capsys) -> None:
+    args = ["experiment", "feature-width-deramo", "--seeds", "2", "--out", str(tmp_path)]
+    assert main([*args, "--set", "network.feature_width=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "it is the setting experiment feature-width-deramo varies" in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ray_runs_the_transfer_arms_after_the_pretraining(tmp_path: Path, transfer) -> None:

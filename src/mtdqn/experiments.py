@@ -11,6 +11,9 @@ starts from the best-epoch shared layers of another arm's run of the same seeds,
 :attr:`Arm.depends_on` (the runner finishes those groups first). To add an experiment::
 
     register(Experiment("my-exp", "what it shows", arms=(ConfigArm("A", make_a), ConfigArm("B", make_b))))
+
+An experiment that varies one setting across its arms declares it as a :class:`Sweep`; its report then
+also draws every task's final J and AUC (and, after ``--analyze``, the sharing metrics) against the value.
 """
 
 from __future__ import annotations
@@ -236,6 +239,22 @@ def _same_transfer(saved: Config, config: Config, source_digest: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """One setting varied across an experiment's arms: the report draws results against its value."""
+
+    parameter: str
+    """The configuration field, ``section.field`` (e.g. ``network.feature_width``); ``--set`` may not
+    change it."""
+    label: str
+    """Axis label in the report, e.g. ``shared feature width``."""
+    values: dict[str, float]
+    """Arm name -> value of the parameter in that arm."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parameter": self.parameter, "label": self.label, "values": dict(self.values)}
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A named experiment: its arms (run on the same seeds) and how its report compares them."""
 
@@ -245,6 +264,8 @@ class Experiment:
     baseline: str | None = None
     """Arm every other arm is compared with in the report (difference of means, Welch p); None: none."""
     epochs: int = 50
+    sweep: Sweep | None = None
+    """The setting the arms vary, if they vary one (the report then draws results against it)."""
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:
@@ -269,6 +290,8 @@ def register(experiment: Experiment) -> Experiment:
         for dep in arm.depends_on:
             if dep not in names[:k]:
                 raise ValueError(f"arm {arm.name!r} depends on {dep!r}, which is not an earlier arm")
+    if experiment.sweep is not None and set(experiment.sweep.values) != set(names):
+        raise ValueError(f"the sweep of {experiment.name!r} must give a value for every arm: {names}")
     EXPERIMENTS[experiment.name] = experiment
     return experiment
 
@@ -405,3 +428,32 @@ register(
     )
 )
 
+
+# feature-width-review, feature-width-deramo: the review's claim that a narrow shared feature layer fails.
+
+FEATURE_WIDTHS = (80, 40, 20, 10, 5)
+
+
+def feature_width_config(preset: str, feature_width: int) -> Config:
+    """MDQN on the task preset ``preset`` with ``feature_width`` units in the shared feature layer."""
+    config = Config(tasks=task_preset(preset), mode="multi")
+    config.network.feature_width = feature_width
+    return config
+
+
+def _feature_width_experiment(name: str, preset: str, tasks: str) -> Experiment:
+    arms = tuple(
+        ConfigArm(f"w{w}", functools.partial(feature_width_config, preset, w)) for w in FEATURE_WIDTHS
+    )
+    return Experiment(
+        name=name,
+        description=f"MDQN on {tasks} with {', '.join(map(str, FEATURE_WIDTHS))} units in the shared "
+        "(sigmoid) feature layer: the review reported that shrinking it from 80 to 10 made every task fail",
+        arms=arms,
+        baseline="w80",
+        sweep=Sweep("network.feature_width", "shared feature width", {f"w{w}": w for w in FEATURE_WIDTHS}),
+    )
+
+
+register(_feature_width_experiment("feature-width-review", "review-control", "the review's three tasks"))
+register(_feature_width_experiment("feature-width-deramo", "deramo-gym", "the paper's five tasks"))

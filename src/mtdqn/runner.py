@@ -80,6 +80,7 @@ def build_manifest(
         "group_size": group_size,
         "overrides": dict(sorted(options.overrides.items())),
         "baseline": experiment.baseline,
+        "sweep": experiment.sweep.to_dict() if experiment.sweep is not None else None,
         "arms": [{"name": arm.name, **arm.describe(options)} for arm in experiment.arms],
         "groups": [{"arm": g.arm, "seeds": list(g.seeds), "folder": g.folder} for g in groups],
     }
@@ -154,6 +155,11 @@ def run_experiment(
 
     folder = Path(folder)
     group_size = group_size or len(seeds)
+    sweep = experiment.sweep
+    if sweep is not None and sweep.parameter in options.overrides:
+        raise UserError(
+            f"--set {sweep.parameter} is not allowed: it is the setting experiment {experiment.name} varies"
+        )
     groups = plan_groups(experiment, seeds, group_size)
     manifest = build_manifest(experiment, seeds, group_size, options, groups)  # validates every arm
     prepare_folder(folder, manifest)
