@@ -18,10 +18,15 @@ import mtdqn.backends
 import mtdqn.train
 from mtdqn.best_shared import BEST_SHARED_FILE, snapshot_shared, weights_digest
 from mtdqn.cli import main
+from mtdqn.config import Config
 from mtdqn.experiments import (
+    EXPERIMENTS,
     FEATURE_WIDTHS,
     ConfigArm,
+    Experiment,
     RunOptions,
+    Sweep,
+    feature_width_config,
     get_experiment,
     parse_override,
     transfer_target_config,
@@ -253,6 +258,50 @@ def test_the_swept_setting_cannot_be_overridden(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert "it is the setting experiment feature-width-deramo varies" in err and len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def _two_tasks(feature_width: int) -> Config:
+    """CartPole and Acrobot of the review's preset (one pair of tasks: fewer overlap pictures to draw)."""
+    config = feature_width_config("review-control", feature_width)
+    config.tasks = config.tasks[:2]
+    return config
+
+
+def test_analyze_adds_the_sharing_metrics_against_the_width(tmp_path: Path, monkeypatch) -> None:
+    """A two-width sweep (the registered ones have five) with --analyze, then again: analyses are kept."""
+    monkeypatch.setattr(mtdqn.train, "plot_learning_curves", lambda run_dir: [])
+    arms = tuple(ConfigArm(f"w{w}", functools.partial(_two_tasks, w)) for w in (80, 5))
+    sweep = Sweep("network.feature_width", "shared feature width", {"w80": 80, "w5": 5})
+    experiment = Experiment("two-widths", "w80 vs w5", arms, baseline="w80", sweep=sweep)
+    monkeypatch.setitem(EXPERIMENTS, experiment.name, experiment)
+    args = ["experiment", "two-widths", "--seeds", "2", "--epochs", "1", "--out", str(tmp_path), *TINY]
+    args += ["--analyze", "--analyze-steps", "20"]
+    assert main(args) == 0
+    folder = tmp_path / "two-widths"
+    rows = _rows(folder / "sharing.csv")
+    metrics = {r["metric"] for r in rows}
+    assert {"task_probe_accuracy", "knn_task_mixing", "effective_rank", "dead_unit_fraction"} <= metrics
+    assert "value_r2_cross_offdiag" in metrics
+    assert {(r["arm"], r["seed"]) for r in rows} == {(a, s) for a in ("w80", "w5") for s in ("0", "1")}
+    member = json.loads((folder / "runs" / "w5-seeds0-1" / "analysis" / "seed1" / "metrics.json").read_text())
+    cross = np.array(member["metrics"]["value_r2_cross"])
+    offdiag = [
+        float(r["value"])
+        for r in rows
+        if (r["arm"], r["seed"], r["metric"]) == ("w5", "1", "value_r2_cross_offdiag")
+    ]
+    assert offdiag == [pytest.approx(cross[~np.eye(2, dtype=bool)].mean())]
+    summary = _rows(folder / "report" / "sharing.csv")
+    probe = [(r["arm"], r["value"], r["n"]) for r in summary if r["metric"] == "task_probe_accuracy"]
+    assert probe == [("w5", "5", "2"), ("w80", "80", "2")]
+    report = (folder / "report" / "report.md").read_text()
+    assert "## Sharing metrics of the shared features" in report and "| w5 | 5 | 2 |" in report
+    assert (folder / "report" / "sharing.png").stat().st_size > 1000
+
+    analysed = {p: p.stat().st_mtime_ns for p in (folder / "runs").rglob("metrics.json")}
+    assert main(args) == 0  # groups and analyses kept
+    assert {p: p.stat().st_mtime_ns for p in analysed} == analysed
+    assert _rows(folder / "sharing.csv") == rows
 
 
 def test_ray_runs_the_transfer_arms_after_the_pretraining(tmp_path: Path, transfer) -> None:
