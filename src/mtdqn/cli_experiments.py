@@ -83,6 +83,26 @@ def add_parsers(sub) -> None:
         help="CPUs Ray reserves for each group, also its learner threads (default: 2)",
     )
     exp.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    exp.add_argument(
+        "--analyze",
+        action="store_true",
+        help="after training, analyse the shared features of every multi-task group (as mtdqn analyze) "
+        "and add the sharing metrics to the report (sharing.csv)",
+    )
+    exp.add_argument(
+        "--analyze-steps",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="with --analyze: states recorded per task and seed (default: 1000)",
+    )
+    exp.add_argument(
+        "--analyze-method",
+        choices=["pca", "tsne"],
+        default="pca",
+        help="with --analyze: embedding of the per-seed pictures (default: pca; the metrics do not depend "
+        "on it)",
+    )
 
     rep = sub.add_parser(
         "report",
@@ -121,15 +141,26 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     )
     folder = Path(args.out) / (args.name or experiment.name)
     backend = make_backend(args.backend, args.ray_address, args.cpus_per_group)
+    analysis = None
+    if args.analyze:
+        from mtdqn.analysis.config import AnalysisConfig
+
+        analysis = AnalysisConfig(steps=args.analyze_steps, method=args.analyze_method)
+        analysis.validate()  # before anything trains
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     try:
         results = run_experiment(experiment, folder, args.seeds, options, args.group_size, backend, log)
+        if analysis is not None:
+            from mtdqn.experiment_analysis import analyze_experiment
+
+            sharing = analyze_experiment(folder, analysis, log)
+            log(f"sharing metrics in {sharing}" if sharing else "no multi-task group to analyse")
     except KeyboardInterrupt:
         print(
-            "\ninterrupted; finished epochs are saved: run the same command again to continue",
+            "\ninterrupted; finished epochs and analyses are saved: run the same command again to continue",
             file=sys.stderr,
         )
         raise SystemExit(130) from None

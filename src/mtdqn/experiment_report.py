@@ -7,6 +7,7 @@
                                  published values, Welch p vs the paper and vs the baseline arm
     report/summary.md            the same as tables
     report/report.md             the figures and the tables
+    report/sweep.*, sharing.*    for an experiment with a sweep, or analysed: see :mod:`mtdqn.sweep_report`
 
 Statistics follow the paper's (spec section 5.2): mean and 95% Student-t interval over seeds (n-1 degrees
 of freedom), ``AUC`` = trapezoidal area under each seed's J curve over epochs 0..50 (or 0..last epoch of a
@@ -203,7 +204,11 @@ def _num(x: object, digits: int = 4) -> str:
 
 
 def _pm(row: dict[str, object], key: str) -> str:
-    m, h = row[f"{key}_mean"], row[f"{key}_ci95"]
+    return format_pm(row[f"{key}_mean"], row[f"{key}_ci95"])
+
+
+def format_pm(m: object, h: object) -> str:
+    """``mean ± half-width`` for a table (``NA`` for a missing mean, the mean alone without an interval)."""
     if isinstance(m, float) and math.isnan(m):
         return "NA"
     return _num(m) if isinstance(h, float) and math.isnan(h) else f"{_num(m)} ± {_num(h, 2)}"
@@ -294,7 +299,7 @@ def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, o
         draw(ax, task)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        written.append(_save(fig, out_dir / f"J_{safe_name(task)}.png"))
+        written.append(save_png(fig, out_dir / f"J_{safe_name(task)}.png"))
     tasks = list(results)
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -307,7 +312,7 @@ def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, o
                 labels.append(label)
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 4), 1, 1))
-    written.append(_save(fig, out_dir / "learning_curves.png"))
+    written.append(save_png(fig, out_dir / "learning_curves.png"))
     return written
 
 
@@ -319,7 +324,7 @@ def _band(ax, x: np.ndarray, values: np.ndarray, colour: str, style: str, label:
         ax.fill_between(x, m - h, m + h, color=colour, alpha=alpha, lw=0)
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -387,6 +392,9 @@ def make_report(
         "",
         table,
     ]
+    from mtdqn.sweep_report import sweep_section  # it builds on this module's statistics
+
+    lines += sweep_section(folder, results, manifest, out_dir)
     path = out_dir / "report.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path

@@ -6,9 +6,14 @@ Kept apart from the core (as Dopamine keeps its labs): nothing in the trainer kn
 An :class:`Arm` is anything with a name that can train some seeds into a run folder that ends up holding a
 ``metrics.csv`` in the run format (one row per epoch, seed and task): :class:`ConfigArm` trains a
 :class:`~mtdqn.config.Config` with :class:`~mtdqn.train.Trainer`; another arm (a transfer run, say)
-subclasses :class:`Arm` and implements :meth:`Arm.run` and :meth:`Arm.describe`. To add an experiment::
+subclasses :class:`Arm` and implements :meth:`Arm.run` and :meth:`Arm.describe`. :class:`TransferArm`
+starts from the best-epoch shared layers of another arm's run of the same seeds, which it names in
+:attr:`Arm.depends_on` (the runner finishes those groups first). To add an experiment::
 
     register(Experiment("my-exp", "what it shows", arms=(ConfigArm("A", make_a), ConfigArm("B", make_b))))
+
+An experiment that varies one setting across its arms declares it as a :class:`Sweep`; its report then
+also draws every task's final J and AUC (and, after ``--analyze``, the sharing metrics) against the value.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class Arm(ABC):
     """One arm of an experiment: trains a group of seeds into a run folder, resumably."""
 
     name: str
+    depends_on: tuple[str, ...] = ()
+    """Arms (earlier in the experiment) whose group of the same seeds must be complete before a group of
+    this arm starts; the runner runs the arms in stages accordingly."""
 
     @abstractmethod
     def run(self, seeds: list[int], run_dir: Path, options: RunOptions) -> None:
@@ -76,19 +84,10 @@ class ConfigArm(Arm):
     the Ray backend."""
 
     def config(self, seeds: list[int], options: RunOptions) -> Config:
-        config = apply_overrides(self.factory(), options.overrides)
-        config.run.seeds = list(seeds)
-        config.run.epochs = options.epochs
-        if options.device is not None:
-            config.run.device = options.device
-        config.validate()
-        return config
+        return arm_config(self.factory, seeds, options)
 
     def describe(self, options: RunOptions) -> dict[str, Any]:
-        data = self.config([0], options).to_dict()
-        for key in ("seeds", *_HARDWARE):
-            data["run"].pop(key)
-        return {"kind": "config", "config": data}
+        return {"kind": "config", "config": _description(self.config([0], options))}
 
     def run(self, seeds: list[int], run_dir: Path, options: RunOptions) -> None:
         import torch
@@ -115,6 +114,146 @@ class ConfigArm(Arm):
         trainer.run()
 
 
+def arm_config(factory: Callable[[], Config], seeds: list[int], options: RunOptions) -> Config:
+    """``factory()`` with the overrides, the group's seeds, the epochs and the device; validated."""
+    config = apply_overrides(factory(), options.overrides)
+    config.run.seeds = list(seeds)
+    config.run.epochs = options.epochs
+    if options.device is not None:
+        config.run.device = options.device
+    config.validate()
+    return config
+
+
+def _description(config: Config) -> dict[str, Any]:
+    """A configuration for the manifest: without the seeds and the settings that change no number."""
+    data = config.to_dict()
+    for key in ("seeds", *_HARDWARE):
+        data["run"].pop(key)
+    return data
+
+
+@dataclass(frozen=True)
+class TransferArm(Arm):
+    """Trains ``factory()`` as a transfer run (spec 1.11) from the best-epoch shared layers of arm
+    ``source``'s run of the same seeds in the same experiment folder (member of seed s from source member
+    of seed s), with the freeze schedule ``unfreeze_epoch`` (None: frozen for the whole run).
+
+    The run's network is the arm's own (``factory()`` and the overrides); it must match the source's shared
+    layers (checked when the run is created). ``config.json`` records the source folder in the form the
+    run folder was given (relative to the working directory, or absolute under Ray), the source's weight
+    digest and the source member of every seed.
+    """
+
+    name: str
+    factory: Callable[[], Config]
+    """The target task(s) and learning settings (picklable, as for :class:`ConfigArm`)."""
+    source: str
+    """Name of the source arm (multi-task, earlier in the experiment)."""
+    unfreeze_epoch: int | None = 0
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.source,)
+
+    def config(self, seeds: list[int], options: RunOptions) -> Config:
+        """The configuration before the source is attached (what the manifest records)."""
+        return arm_config(self.factory, seeds, options)
+
+    def describe(self, options: RunOptions) -> dict[str, Any]:
+        return {
+            "kind": "transfer",
+            "source_arm": self.source,
+            "unfreeze_epoch": self.unfreeze_epoch,
+            "config": _description(self.config([0], options)),
+        }
+
+    def source_dir(self, seeds: list[int], run_dir: Path) -> Path:
+        """The run folder of the source arm's group with these seeds, from the experiment's manifest
+        (``run_dir`` is ``<experiment>/runs/<group>``)."""
+        from mtdqn.runner import read_manifest
+
+        folder = Path(run_dir).parent.parent
+        manifest = read_manifest(folder) or {}
+        for group in manifest.get("groups", []):
+            if group["arm"] == self.source and list(group["seeds"]) == list(seeds):
+                return folder / group["folder"]
+        raise UserError(
+            f"transfer arm {self.name}: {folder} holds no group of arm {self.source} with seeds {seeds}; "
+            "run the experiment with the same seeds and group size"
+        )
+
+    def run(self, seeds: list[int], run_dir: Path, options: RunOptions) -> None:
+        import torch
+
+        from mtdqn.runlog import load_config
+        from mtdqn.train import Trainer
+        from mtdqn.transfer import make_transfer_config, read_source
+
+        run_dir = Path(run_dir)
+        source_dir = self.source_dir(seeds, run_dir)
+        if not run_is_complete(source_dir, seeds, options.epochs):
+            raise UserError(
+                f"transfer arm {self.name}: its source {source_dir} has not finished epoch {options.epochs}; "
+                f"run arm {self.source} first (run the same command again)"
+            )
+        config = make_transfer_config(
+            self.config(seeds, options), source_dir, self.unfreeze_epoch, keep_network=True
+        )
+        if (run_dir / "config.json").is_file() and (run_dir / "checkpoint.pt").is_file():
+            saved = load_config(run_dir)
+            if not _same_transfer(saved, config, read_source(source_dir).digest):
+                raise UserError(
+                    f"run folder {run_dir} holds another transfer than arm {self.name} now defines (or its "
+                    f"source {source_dir} changed); delete that folder or use another experiment --name"
+                )
+            trainer = Trainer.resume(
+                run_dir, epochs=options.epochs, device=options.device, progress=options.progress
+            )
+        else:  # new, or killed before its first checkpoint (nothing learnt yet): start afresh
+            trainer = Trainer.create(config, run_dir, overwrite=True, progress=options.progress)
+        if options.torch_threads:
+            torch.set_num_threads(options.torch_threads)
+        trainer.run()
+
+
+def _same_transfer(saved: Config, config: Config, source_digest: str) -> bool:
+    """Whether a saved transfer run is ``config`` from the same source folder and source weights (the
+    source's path may be written differently: relative here, absolute under Ray)."""
+    if saved.transfer is None or config.transfer is None:
+        return False
+    if Path(saved.transfer.source).name != Path(config.transfer.source).name:
+        return False
+    if saved.transfer.source_fingerprint != source_digest:
+        return False
+    expected = dataclasses.replace(
+        config,
+        transfer=dataclasses.replace(
+            config.transfer,
+            source=saved.transfer.source,
+            source_fingerprint=saved.transfer.source_fingerprint,
+            source_seeds=list(saved.transfer.source_seeds),
+        ),
+    )
+    return saved.learning_fingerprint() == expected.learning_fingerprint()
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One setting varied across an experiment's arms: the report draws results against its value."""
+
+    parameter: str
+    """The configuration field, ``section.field`` (e.g. ``network.feature_width``); ``--set`` may not
+    change it."""
+    label: str
+    """Axis label in the report, e.g. ``shared feature width``."""
+    values: dict[str, float]
+    """Arm name -> value of the parameter in that arm."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parameter": self.parameter, "label": self.label, "values": dict(self.values)}
+
+
 @dataclass(frozen=True)
 class Experiment:
     """A named experiment: its arms (run on the same seeds) and how its report compares them."""
@@ -125,6 +264,8 @@ class Experiment:
     baseline: str | None = None
     """Arm every other arm is compared with in the report (difference of means, Welch p); None: none."""
     epochs: int = 50
+    sweep: Sweep | None = None
+    """The setting the arms vary, if they vary one (the report then draws results against it)."""
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:
@@ -145,6 +286,12 @@ def register(experiment: Experiment) -> Experiment:
         raise ValueError(f"experiment {experiment.name!r} repeats an arm name: {names}")
     if experiment.baseline is not None and experiment.baseline not in names:
         raise ValueError(f"baseline {experiment.baseline!r} is not an arm of {experiment.name!r}")
+    for k, arm in enumerate(experiment.arms):
+        for dep in arm.depends_on:
+            if dep not in names[:k]:
+                raise ValueError(f"arm {arm.name!r} depends on {dep!r}, which is not an earlier arm")
+    if experiment.sweep is not None and set(experiment.sweep.values) != set(names):
+        raise ValueError(f"the sweep of {experiment.name!r} must give a value for every arm: {names}")
     EXPERIMENTS[experiment.name] = experiment
     return experiment
 
@@ -241,3 +388,72 @@ register(
         baseline="DQN",
     )
 )
+
+
+# deramo-transfer: the paper's transfer to Acrobot (spec 1.11, 5.4).
+
+TRANSFER_TARGET = "Acrobot"
+"""The held-out task of the paper's transfer experiment (its name in the ``deramo-gym`` task preset)."""
+UNFREEZE_ARMS = {"unfreeze0": 0, "unfreeze10": 10, "unfreeze-never": None}
+"""The paper's freeze schedules (``unfreeze51`` there: frozen for its whole 50-epoch run)."""
+
+
+def transfer_source_config() -> Config:
+    """MDQN on the paper's tasks without Acrobot (Cart-Pole, Mountain-Car, Car-On-Hill, Inverted-Pendulum)."""
+    return Config(tasks=[t for t in task_preset("deramo-gym") if t.name != TRANSFER_TARGET], mode="multi")
+
+
+def transfer_target_config(mode: str) -> Config:
+    """Acrobot alone (gamma 0.99, horizon 1000); ``single`` is the paper's 'No initialization' DQN. With one
+    task both modes build the same network from a seed and learn identically (tested)."""
+    return Config(tasks=[t for t in task_preset("deramo-gym") if t.name == TRANSFER_TARGET], mode=mode)
+
+
+register(
+    Experiment(
+        name="deramo-transfer",
+        description="Transfer to the held-out Acrobot (D'Eramo et al. 2020, spec 1.11): MDQN pre-trained on "
+        "Cart-Pole, Mountain-Car, Car-On-Hill and Inverted-Pendulum (arm pretrain), then Acrobot from its "
+        "best-epoch shared layers, unfrozen from the start, from epoch 10 or never, against Acrobot from "
+        "scratch (DQN)",
+        arms=(
+            ConfigArm("pretrain", transfer_source_config),
+            ConfigArm("DQN", functools.partial(transfer_target_config, "single")),
+            *(
+                TransferArm(name, functools.partial(transfer_target_config, "multi"), "pretrain", unfreeze)
+                for name, unfreeze in UNFREEZE_ARMS.items()
+            ),
+        ),
+        baseline="DQN",
+    )
+)
+
+
+# feature-width-review, feature-width-deramo: the review's claim that a narrow shared feature layer fails.
+
+FEATURE_WIDTHS = (80, 40, 20, 10, 5)
+
+
+def feature_width_config(preset: str, feature_width: int) -> Config:
+    """MDQN on the task preset ``preset`` with ``feature_width`` units in the shared feature layer."""
+    config = Config(tasks=task_preset(preset), mode="multi")
+    config.network.feature_width = feature_width
+    return config
+
+
+def _feature_width_experiment(name: str, preset: str, tasks: str) -> Experiment:
+    arms = tuple(
+        ConfigArm(f"w{w}", functools.partial(feature_width_config, preset, w)) for w in FEATURE_WIDTHS
+    )
+    return Experiment(
+        name=name,
+        description=f"MDQN on {tasks} with {', '.join(map(str, FEATURE_WIDTHS))} units in the shared "
+        "(sigmoid) feature layer: the review reported that shrinking it from 80 to 10 made every task fail",
+        arms=arms,
+        baseline="w80",
+        sweep=Sweep("network.feature_width", "shared feature width", {f"w{w}": w for w in FEATURE_WIDTHS}),
+    )
+
+
+register(_feature_width_experiment("feature-width-review", "review-control", "the review's three tasks"))
+register(_feature_width_experiment("feature-width-deramo", "deramo-gym", "the paper's five tasks"))

@@ -28,6 +28,7 @@ RELATIVE = Path("..") / "shared" / "reference" / "deramo2020"
 _REPO_CANDIDATE = (Path(__file__).resolve().parents[2] / RELATIVE).resolve()
 """``../shared/reference/deramo2020`` beside the repository (meaningful for a source checkout only)."""
 
+TRANSFER_DIR = "results/dqn/transfer/acro-noreg"
 DERAMO_GYM_TASKS = ("Cart-Pole", "Acrobot", "Mountain-Car", "Car-On-Hill", "Inverted-Pendulum")
 
 
@@ -44,6 +45,12 @@ PUBLISHED: dict[str, PublishedArm] = {
     # deramo-gym: the paper's Figure "MDQN vs DQN" (100 runs each, 51 evaluations).
     "MDQN": PublishedArm("results/dqn/multidqn/noreg-sigmoid/scores.npy", DERAMO_GYM_TASKS),
     "DQN": PublishedArm("results/dqn/dqn/noreg-sigmoid/scores.npy", DERAMO_GYM_TASKS),
+    # deramo-transfer: Acrobot from the shared layers of an MDQN trained on the other four tasks (spec 1.11,
+    # 5.4; 100 runs each, 51 evaluations, one source run for all). Its "No initialization" baseline is the
+    # Acrobot curve of "DQN" above. unfreeze51 is frozen for the paper's whole 50-epoch run: our "never".
+    "unfreeze0": PublishedArm(f"{TRANSFER_DIR}/unfreeze0-noreg-sigmoid.npy", ("Acrobot",)),
+    "unfreeze10": PublishedArm(f"{TRANSFER_DIR}/unfreeze10-noreg-sigmoid.npy", ("Acrobot",)),
+    "unfreeze-never": PublishedArm(f"{TRANSFER_DIR}/unfreeze51-noreg-sigmoid.npy", ("Acrobot",)),
 }
 """Published arm of every arm name that has one (an experiment arm of that name is compared with it)."""
 

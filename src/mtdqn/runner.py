@@ -8,7 +8,9 @@
 
 The seeds of every arm are split into groups of at most ``group_size`` consecutive seeds. A group whose run
 folder already holds its last epoch is kept as it is; any other group is resumed from its checkpoint (or
-started), so running the same command again after a kill continues where it stopped. The manifest is
+started), so running the same command again after a kill continues where it stopped. Arms run in stages:
+an arm that depends on others (:attr:`~mtdqn.experiments.Arm.depends_on`, e.g. a transfer from a pre-training
+arm) is handed to the backend only after every group of the stages before it has finished. The manifest is
 written atomically before the first group starts; a later command with options that would change the
 numbers (seeds, groups, epochs, overrides, the arms' definitions, the mtdqn version) is refused.
 """
@@ -78,6 +80,7 @@ def build_manifest(
         "group_size": group_size,
         "overrides": dict(sorted(options.overrides.items())),
         "baseline": experiment.baseline,
+        "sweep": experiment.sweep.to_dict() if experiment.sweep is not None else None,
         "arms": [{"name": arm.name, **arm.describe(options)} for arm in experiment.arms],
         "groups": [{"arm": g.arm, "seeds": list(g.seeds), "folder": g.folder} for g in groups],
     }
@@ -152,18 +155,29 @@ def run_experiment(
 
     folder = Path(folder)
     group_size = group_size or len(seeds)
+    sweep = experiment.sweep
+    if sweep is not None and sweep.parameter in options.overrides:
+        raise UserError(
+            f"--set {sweep.parameter} is not allowed: it is the setting experiment {experiment.name} varies"
+        )
     groups = plan_groups(experiment, seeds, group_size)
     manifest = build_manifest(experiment, seeds, group_size, options, groups)  # validates every arm
     prepare_folder(folder, manifest)
     log(f"experiment folder: {folder}")
-    jobs = []
+    stage_of = arm_stages(experiment)
+    stages: list[list[Job]] = [[] for _ in range(max(stage_of.values()) + 1)]
     for group in groups:
         arm = experiment.arm(group.arm)
         if arm.is_complete(folder / group.folder, list(group.seeds), options.epochs):
             log(f"{group.folder}: complete, kept")
         else:
-            jobs.append(Job(arm, group, folder / group.folder, options))
-    (backend or LocalBackend()).run(jobs, log)
+            stages[stage_of[arm.name]].append(Job(arm, group, folder / group.folder, options))
+    stages = [jobs for jobs in stages if jobs]
+    backend = backend or LocalBackend()
+    for k, jobs in enumerate(stages, 1):
+        if len(stages) > 1:
+            log(f"stage {k}/{len(stages)}: arms {', '.join(dict.fromkeys(j.group.arm for j in jobs))}")
+        backend.run(jobs, log)
     missing = [
         g.folder
         for g in groups
@@ -172,6 +186,14 @@ def run_experiment(
     if missing:
         raise UserError(f"groups {', '.join(missing)} did not finish; run the same command again to continue")
     return gather_results(folder, groups, options.epochs)
+
+
+def arm_stages(experiment: Experiment) -> dict[str, int]:
+    """Stage of every arm: 0 without dependencies, else one more than its latest dependency's."""
+    stage: dict[str, int] = {}
+    for arm in experiment.arms:  # dependencies are earlier arms (checked by register)
+        stage[arm.name] = 1 + max((stage[d] for d in arm.depends_on), default=-1)
+    return stage
 
 
 def gather_results(folder: Path, groups: list[Group], epochs: int) -> Path:

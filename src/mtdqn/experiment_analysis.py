@@ -1,0 +1,103 @@
+"""``mtdqn experiment --analyze``: the sharing metrics of every group's shared features, gathered per seed.
+
+After the groups have trained, every group whose run has shared layers over two or more tasks (a multi-task
+run) is analysed by :func:`mtdqn.analysis.pipeline.analyze_run` into its own ``analysis/`` folder
+(``analysis/seed<k>/`` per member of a population), exactly as ``mtdqn analyze RUN`` would; a group whose
+members already hold an analysis of the run's last epoch with the same settings is kept. Then every
+member's scalar metrics (and the mean off-diagonal entry of ``value_r2_cross``) are gathered into
+``<experiment>/sharing.csv``, one row per (arm, seed, metric), which the report draws
+(:mod:`mtdqn.sweep_report`). The analysis runs in this process, also with the Ray backend.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mtdqn.analysis.config import AnalysisConfig
+from mtdqn.errors import UserError
+from mtdqn.runlog import atomic_write_bytes, load_config
+from mtdqn.runner import read_manifest
+from mtdqn.sweep_report import SHARING, SHARING_COLUMNS
+
+OFFDIAG = "value_r2_cross_offdiag"
+
+
+def member_folders(run_dir: Path, seeds: list[int]) -> dict[int, Path]:
+    """Where ``analyze_run`` writes each member's analysis (``analysis/seed<k>`` in a population)."""
+    base = Path(run_dir) / "analysis"
+    if len(seeds) == 1:
+        return {seeds[0]: base}
+    return {s: base / f"seed{s}" for s in seeds}
+
+
+def _is_current(folder: Path, cfg: AnalysisConfig, epoch: int) -> bool:
+    """Whether ``folder`` holds an analysis of ``epoch`` with the settings ``cfg`` and no comparison."""
+    try:
+        settings = json.loads((folder / "config.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return settings == {"analysis": cfg.to_dict(), "compare": []} and metrics.get("epoch") == epoch
+
+
+def offdiag_mean(matrix: list[list[float]]) -> float:
+    """Mean of the off-diagonal entries of a square matrix (NaN for a 1x1 one)."""
+    a = np.asarray(matrix, dtype=np.float64)
+    mask = ~np.eye(len(a), dtype=bool)
+    return float(a[mask].mean()) if mask.any() else float("nan")
+
+
+def member_metrics(folder: Path) -> dict[str, float]:
+    """The scalar metrics of one member's ``metrics.json`` and :data:`OFFDIAG`."""
+    from mtdqn.analysis.pipeline import SCALAR_METRICS
+
+    metrics = json.loads((Path(folder) / "metrics.json").read_text())["metrics"]
+    out = {key: float(metrics[key]) for key in SCALAR_METRICS if key in metrics}
+    if "value_r2_cross" in metrics:
+        out[OFFDIAG] = offdiag_mean(metrics["value_r2_cross"])
+    return out
+
+
+def analyze_experiment(
+    folder: Path, cfg: AnalysisConfig, log: Callable[[str], None] = print
+) -> Path | None:
+    """Analyse every multi-task group of the experiment in ``folder`` and write ``sharing.csv`` (returned;
+    None when no group has shared layers over several tasks)."""
+    from mtdqn.analysis.pipeline import analyze_run
+
+    cfg.validate()
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise UserError(f"{folder} is not an experiment folder (no experiment.json)")
+    epochs = int(manifest["epochs"])
+    rows = []
+    for group in manifest["groups"]:
+        run_dir = folder / group["folder"]
+        config = load_config(run_dir)
+        if config.mode != "multi" or len(config.tasks) < 2:
+            log(f"{group['folder']}: no shared layers over several tasks, not analysed")
+            continue
+        members = member_folders(run_dir, list(config.run.seeds))
+        if all(_is_current(members[s], cfg, epochs) for s in group["seeds"]):
+            log(f"{group['folder']}: analysis of epoch {epochs} present, kept")
+        else:
+            analyze_run(run_dir, cfg, log=log)
+        for seed in group["seeds"]:
+            for metric, value in member_metrics(members[seed]).items():
+                rows.append([group["arm"], seed, metric, repr(value), Path(group["folder"]).name])
+    if not rows:
+        return None
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(SHARING_COLUMNS)
+    writer.writerows(rows)
+    path = folder / SHARING
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return path
