@@ -49,6 +49,23 @@ class Layer:
     """``input``, ``shared`` or ``head``."""
 
 
+def action_mask(n_actions: list[int]) -> torch.Tensor:
+    """``(T, A_max)`` booleans: task t has actions ``0 .. n_actions[t] - 1``, the rest are padding."""
+    mask = torch.zeros(len(n_actions), max(n_actions), dtype=torch.bool)
+    for t, n in enumerate(n_actions):
+        mask[t, :n] = True
+    return mask
+
+
+def member_seeds(seeds: list[int] | int, n_members: int) -> list[int]:
+    """One init seed per member; an int ``s`` means ``s, s + 1, ...``."""
+    if isinstance(seeds, int):
+        seeds = [seeds + k for k in range(n_members)]
+    if len(seeds) != n_members:
+        raise ValueError(f"{len(seeds)} seeds for {n_members} members")
+    return list(seeds)
+
+
 def layer_plan(cfg: NetworkConfig, obs_max: int, actions_max: int, share: bool) -> list[Layer]:
     """The stack of layers described by ``cfg``; with ``share=False`` no layer is shared."""
     layers: list[Layer] = []
@@ -98,19 +115,13 @@ class MultiTaskQNetwork(nn.Module):
             lead = (n_members,) if layer.shared else (n_members, self.n_tasks)
             self.weights.append(nn.Parameter(torch.zeros(*lead, layer.out_dim, layer.in_dim)))
             self.biases.append(nn.Parameter(torch.zeros(*lead, 1, layer.out_dim)))
-        mask = torch.zeros(self.n_tasks, self.actions_max, dtype=torch.bool)
-        for t, n in enumerate(self.n_actions):
-            mask[t, :n] = True
-        self.register_buffer("action_mask", mask)
+        self.register_buffer("action_mask", action_mask(self.n_actions))
         self.reset_parameters(seeds)
 
     @torch.no_grad()
     def reset_parameters(self, seeds: list[int] | int) -> None:
         """Initialise member k from ``seeds[k]`` alone (an int: seeds seed, seed + 1, ...)."""
-        if isinstance(seeds, int):
-            seeds = [seeds + k for k in range(self.n_members)]
-        if len(seeds) != self.n_members:
-            raise ValueError(f"{len(seeds)} seeds for {self.n_members} members")
+        seeds = member_seeds(seeds, self.n_members)
         for member in range(self.n_members):
             gen = torch.Generator().manual_seed(derive_seed(seeds[member], "init"))
             for layer, weight, bias in zip(self.plan, self.weights, self.biases, strict=True):

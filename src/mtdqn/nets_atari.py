@@ -43,6 +43,7 @@ from torch import nn
 
 from mtdqn.config_atari import ATARI_ARCHS, AtariNetworkConfig
 from mtdqn.errors import UserError
+from mtdqn.nets import action_mask, member_seeds
 from mtdqn.seeding import derive_seed
 
 _ACT = {
@@ -172,19 +173,13 @@ class AtariQNetwork(nn.Module):
             else:
                 self.weights.append(nn.Parameter(torch.zeros(*lead, layer.out_dim, layer.in_dim)))
                 self.biases.append(nn.Parameter(torch.zeros(*lead, 1, layer.out_dim)))
-        mask = torch.zeros(self.n_tasks, self.actions_max, dtype=torch.bool)
-        for t, n in enumerate(self.n_actions):
-            mask[t, :n] = True
-        self.register_buffer("action_mask", mask)
+        self.register_buffer("action_mask", action_mask(self.n_actions))
         self.reset_parameters(seeds)
 
     @torch.no_grad()
     def reset_parameters(self, seeds: list[int] | int) -> None:
         """Initialise member k from ``seeds[k]`` alone (an int: seeds seed, seed + 1, ...)."""
-        if isinstance(seeds, int):
-            seeds = [seeds + k for k in range(self.n_members)]
-        if len(seeds) != self.n_members:
-            raise ValueError(f"{len(seeds)} seeds for {self.n_members} members")
+        seeds = member_seeds(seeds, self.n_members)
         for member in range(self.n_members):
             gen = torch.Generator().manual_seed(derive_seed(seeds[member], "init"))
             for layer, weight, bias in zip(self.plan, self.weights, self.biases, strict=True):

@@ -59,7 +59,7 @@ class Agent:
     def features_and_q(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Shared features ``(T, B, width)`` and Q values ``(T, B, A_max)`` of padded observations."""
         feats = self.forward(obs, self.feature_layer + 1)
-        x = feats.copy()[None]
+        x = feats[None]  # the layers below write only into their own outputs
         rest = list(zip(self.params, self.kinds, strict=True))[self.feature_layer + 1 :]
         q = activations([p for p, _ in rest], [k for _, k in rest], x, len(rest))[0]
         return feats, q
