@@ -19,6 +19,8 @@ from mtdqn.config import (
     ACTIVATIONS,
     ARCH_PRESETS,
     MODES,
+    OPTIMIZERS,
+    PRECISIONS,
     TASK_PRESETS,
     Config,
     ExplorationConfig,
@@ -27,8 +29,10 @@ from mtdqn.config import (
     RunConfig,
     TaskConfig,
     arch_preset,
+    atari_run_config,
     task_preset,
 )
+from mtdqn.config_atari import ATARI_ARCHS, ATARI_PROTOCOLS, GAME_GROUPS, AtariConfig, game_group
 from mtdqn.errors import UserError
 
 if TYPE_CHECKING:
@@ -112,6 +116,17 @@ _EXPERIMENT_OPTIONS = [
     "target_update_every",
     "train_frequency",
     "double_dqn",
+    "optimizer",
+    "precision",
+    "protocol",
+    "noop_max",
+    "sticky_actions",
+    "life_loss_terminal",
+    "clip_rewards",
+    "fire_reset",
+    "max_episode_steps",
+    "full_action_space",
+    "conv_mode",
     "eps_start",
     "eps_end",
     "eps_decay_steps",
@@ -139,9 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = train.add_argument_group("tasks")
     tasks.add_argument(
         "--preset",
-        choices=sorted(TASK_PRESETS),
+        choices=sorted(TASK_PRESETS) + sorted(GAME_GROUPS),
         help="task set: "
         + "; ".join(f"{k} = {', '.join(t.env_id for t in v)}" for k, v in TASK_PRESETS.items())
+        + "; Atari game groups: "
+        + "; ".join(f"{k} = {', '.join(g.split('/')[-1] for g in v)}" for k, v in GAME_GROUPS.items())
         + " (default: none; give --preset or --task)",
     )
     tasks.add_argument(
@@ -149,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="tasks",
         action="append",
         metavar="ENV_ID",
-        help="a Gymnasium id with discrete actions and a flat Box observation "
-        "(repeatable; instead of --preset; default: none)",
+        help="a Gymnasium id with discrete actions and a flat Box observation, or an Atari game "
+        "(ALE/Pong-v5) (repeatable; instead of --preset; default: none)",
     )
     tasks.add_argument(
         "--gamma",
@@ -176,10 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--arch",
-        choices=sorted(ARCH_PRESETS),
+        choices=sorted(ARCH_PRESETS) + list(ATARI_ARCHS),
         help="deramo: obs->80 ReLU | 80->80 ReLU, "
-        "80->80 sigmoid shared | 80->A; tiny: the review's 130-parameter 4-8-8-2 net "
-        "(default: deramo)",
+        "80->80 sigmoid shared | 80->A; tiny: the review's 130-parameter 4-8-8-2 net; Atari games: "
+        + ", ".join(ATARI_ARCHS)
+        + " (README, Atari) (default: deramo; for Atari the protocol's)",
     )
     model.add_argument("--width", type=_positive_int, help="hidden width (default: the arch's)")
     model.add_argument(
@@ -235,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--eval-epsilon", type=_probability, help=f"epsilon during evaluation (default: {E.eval_epsilon})"
     )
+    learn.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help="adam, or rmsprop-centered (the Nature DQN's) (default: adam; for Atari the protocol's)",
+    )
+    learn.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32, or bf16: the update's forward and backward under bfloat16 autocast, weights and "
+        "optimizer in float32 (about 1.4x faster for the Atari networks on a CPU with AVX512-BF16) "
+        "(default: fp32)",
+    )
+    _add_atari_options(train)
     run = train.add_argument_group("run")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument(
@@ -326,6 +357,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_atari_options(train: argparse.ArgumentParser) -> None:
+    a = AtariConfig()
+    atari = train.add_argument_group("Atari games (tasks ALE/<Game>-v5)")
+    atari.add_argument(
+        "--protocol",
+        choices=sorted(ATARI_PROTOCOLS),
+        help="every DQN number of a published Atari setup (README, Atari): mnih2015 (Nature DQN), "
+        "deramo-atari (the paper's run_atari.py), review (the review's, bugs fixed); explicit options "
+        "override it (default: deramo-atari)",
+    )
+    atari.add_argument(
+        "--noop-max",
+        type=_nonneg_int,
+        help=f"random no-op frames after a reset, 0 = off (default: {a.noop_max})",
+    )
+    atari.add_argument(
+        "--sticky-actions",
+        type=_probability,
+        metavar="P",
+        help="repeat-action probability (ALE v5 uses 0.25) (default: 0, deterministic)",
+    )
+    atari.add_argument(
+        "--life-loss-terminal",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a lost life is a terminal for learning (default: the protocol's)",
+    )
+    atari.add_argument(
+        "--clip-rewards",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="learn from rewards clipped to [-1, 1]; scores stay raw (default: on)",
+    )
+    atari.add_argument(
+        "--fire-reset",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="press FIRE after a reset in games that have it (default: on)",
+    )
+    atari.add_argument(
+        "--max-episode-steps",
+        type=_positive_int,
+        help=f"time limit in agent steps (a truncation) (default: {a.max_episode_steps})",
+    )
+    atari.add_argument(
+        "--full-action-space",
+        action="store_true",
+        default=None,
+        help="all 18 actions instead of each game's minimal set (default: minimal)",
+    )
+    atari.add_argument(
+        "--conv-mode",
+        choices=["auto", "grouped", "loop"],
+        help="per-game convolutions as one grouped convolution or one per game; auto: loop on the CPU "
+        "(default: auto)",
+    )
+
+
 def _add_analyze_parser(sub) -> None:
     from mtdqn.analysis.config import METHODS, AnalysisConfig
 
@@ -340,7 +429,10 @@ def _add_analyze_parser(sub) -> None:
     an.add_argument("run_dir", help="the run folder, e.g. runs/review-control-multi-seed0")
     an.add_argument("--seeds", type=_seed_list, help="members to analyse (default: every seed of the run)")
     an.add_argument(
-        "--compare", action="append", default=[], metavar="RUN_DIR",
+        "--compare",
+        action="append",
+        default=[],
+        metavar="RUN_DIR",
         help="another run (e.g. the single-task baseline) whose features on the same states are embedded "
         "beside this run's and compared by CKA; repeatable",
     )
@@ -348,16 +440,33 @@ def _add_analyze_parser(sub) -> None:
     an.add_argument(
         "--steps", type=_positive_int, default=a.steps, help=f"states per task (default: {a.steps})"
     )
-    an.add_argument("--epsilon", type=_probability, default=a.epsilon,
-                    help=f"exploration of the rollout (default: {a.epsilon}, greedy)")
-    an.add_argument("--seed", type=_nonneg_int, default=a.seed,
-                    help=f"seed of the rollout, embedding and probes (default: {a.seed})")
-    an.add_argument("--method", choices=METHODS, default=a.method,
-                    help=f"embedding (default: {a.method}; pca is instant)")
-    an.add_argument("--perplexity", type=_positive_float, default=a.perplexity,
-                    help=f"t-SNE perplexity (default: {a.perplexity})")
-    an.add_argument("--tsne-iterations", type=_positive_int, default=a.tsne_iterations,
-                    help=f"t-SNE steps after early exaggeration (default: {a.tsne_iterations})")
+    an.add_argument(
+        "--epsilon",
+        type=_probability,
+        default=a.epsilon,
+        help=f"exploration of the rollout (default: {a.epsilon}, greedy)",
+    )
+    an.add_argument(
+        "--seed",
+        type=_nonneg_int,
+        default=a.seed,
+        help=f"seed of the rollout, embedding and probes (default: {a.seed})",
+    )
+    an.add_argument(
+        "--method", choices=METHODS, default=a.method, help=f"embedding (default: {a.method}; pca is instant)"
+    )
+    an.add_argument(
+        "--perplexity",
+        type=_positive_float,
+        default=a.perplexity,
+        help=f"t-SNE perplexity (default: {a.perplexity})",
+    )
+    an.add_argument(
+        "--tsne-iterations",
+        type=_positive_int,
+        default=a.tsne_iterations,
+        help=f"t-SNE steps after early exaggeration (default: {a.tsne_iterations})",
+    )
     an.add_argument(
         "--tsne-learning-rate",
         type=_checked(float, lambda v: v >= 0, "0 (auto) or a positive number"),
@@ -376,24 +485,76 @@ def _add_analyze_parser(sub) -> None:
         default=a.tsne_threads,
         help=f"t-SNE threads from 2,000 states on; part of the result (default: {a.tsne_threads})",
     )
-    an.add_argument("--neighbours", type=_positive_int, default=a.neighbours,
-                    help=f"k of the k-NN mixing and overlap search (default: {a.neighbours})")
-    an.add_argument("--overlap-per-pair", type=_nonneg_int, default=a.overlap_per_pair,
-                    help=f"overlap pictures per pair of tasks (default: {a.overlap_per_pair})")
-    an.add_argument("--thumbnail-width", type=_positive_int, default=a.thumbnail_width,
-                    help=f"hover picture width in pixels (default: {a.thumbnail_width})")
+    an.add_argument(
+        "--neighbours",
+        type=_positive_int,
+        default=a.neighbours,
+        help=f"k of the k-NN mixing and overlap search (default: {a.neighbours})",
+    )
+    an.add_argument(
+        "--overlap-per-pair",
+        type=_nonneg_int,
+        default=a.overlap_per_pair,
+        help=f"overlap pictures per pair of tasks (default: {a.overlap_per_pair})",
+    )
+    an.add_argument(
+        "--thumbnail-width",
+        type=_positive_int,
+        default=a.thumbnail_width,
+        help=f"hover picture width in pixels (default: {a.thumbnail_width})",
+    )
+
+
+def _is_atari(env_ids: list[str]) -> bool:
+    return any(env_id.startswith("ALE/") for env_id in env_ids)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Compose a Config from presets and explicit options (unset options keep the defaults)."""
     if args.preset and args.tasks:
         raise UserError("give either --preset or --task, not both")
+    if args.preset in GAME_GROUPS or (args.tasks and _is_atari(args.tasks)):
+        return _atari_config_from_args(args)
+    atari_given = [o for o in _ATARI_ONLY if getattr(args, o, None) is not None]
+    if atari_given or args.arch in ATARI_ARCHS:
+        option = f"--{atari_given[0].replace('_', '-')}" if atari_given else f"--arch {args.arch}"
+        raise UserError(
+            f"{option} applies to Atari games only; give Atari tasks (--task ALE/Pong-v5) or drop it"
+        )
     if args.preset:
         tasks = task_preset(args.preset)
     elif args.tasks:
         tasks = [TaskConfig(env_id) for env_id in args.tasks]
     else:
         raise UserError("no task given; pass --preset deramo-gym (or review-control) or --task ENV_ID")
+    _per_task(args, tasks)
+    network = arch_preset(args.arch or "deramo")
+    if args.width is not None:
+        network.width = args.width
+    if args.feature_width is not None:
+        network.feature_width = args.feature_width
+    if args.feature_activation is not None:
+        network.feature_activation = args.feature_activation
+    config = _with_overrides(Config(tasks=tasks, network=network), args)
+    config.validate()
+    return config
+
+
+_ATARI_ONLY = (
+    "protocol",
+    "noop_max",
+    "sticky_actions",
+    "life_loss_terminal",
+    "clip_rewards",
+    "fire_reset",
+    "max_episode_steps",
+    "full_action_space",
+    "conv_mode",
+)
+
+
+def _per_task(args: argparse.Namespace, tasks: list[TaskConfig]) -> None:
+    """--gamma and --horizon: one value for all tasks or one per task."""
     for field_name, values in (("gamma", args.gamma), ("horizon", args.horizon)):
         if values is None:
             continue
@@ -404,39 +565,38 @@ def config_from_args(args: argparse.Namespace) -> Config:
             )
         for task, value in zip(tasks, values * len(tasks) if len(values) == 1 else values, strict=False):
             setattr(task, field_name, value)
-    network = arch_preset(args.arch or "deramo")
-    if args.width is not None:
-        network.width = args.width
-    if args.feature_width is not None:
-        network.feature_width = args.feature_width
-    if args.feature_activation is not None:
-        network.feature_activation = args.feature_activation
 
-    def pick(obj, **values):
-        return dataclasses.replace(obj, **{k: v for k, v in values.items() if v is not None})
 
-    config = Config(
-        tasks=tasks,
-        mode=args.mode or "multi",
-        network=network,
-        replay=pick(ReplayConfig(), capacity=args.capacity, warmup=args.warmup),
-        learner=pick(
-            LearnerConfig(),
+def _pick(obj, **values):
+    """A copy of the dataclass ``obj`` with the values that were given (not None)."""
+    return dataclasses.replace(obj, **{k: v for k, v in values.items() if v is not None})
+
+
+def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with the explicit mode, replay, learner, exploration and run options of ``args``."""
+    return dataclasses.replace(
+        config,
+        mode=args.mode or config.mode,
+        replay=_pick(config.replay, capacity=args.capacity, warmup=args.warmup),
+        learner=_pick(
+            config.learner,
             lr=args.lr,
             batch_size=args.batch_size,
             target_update_every=args.target_update_every,
             train_frequency=args.train_frequency,
             double_dqn=args.double_dqn,
+            optimizer=args.optimizer,
+            precision=args.precision,
         ),
-        exploration=pick(
-            ExplorationConfig(),
+        exploration=_pick(
+            config.exploration,
             eps_start=args.eps_start,
             eps_end=args.eps_end,
             eps_decay_steps=args.eps_decay_steps,
             eval_epsilon=args.eval_epsilon,
         ),
-        run=pick(
-            RunConfig(),
+        run=_pick(
+            config.run,
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
             eval_steps=args.eval_steps,
@@ -446,6 +606,41 @@ def config_from_args(args: argparse.Namespace) -> Config:
             torch_threads=args.threads,
         ),
     )
+
+
+def _atari_config_from_args(args: argparse.Namespace) -> Config:
+    """An Atari run: the protocol preset's numbers, then the explicit options."""
+    env_ids = game_group(args.preset) if args.preset else list(args.tasks)
+    if not all(env_id.startswith("ALE/") for env_id in env_ids):
+        other = next(e for e in env_ids if not e.startswith("ALE/"))
+        raise UserError(f"{other} is not an Atari game; a run takes Atari games or vector tasks, not both")
+    for option in ("width", "feature_width", "horizon"):
+        if getattr(args, option) is not None:
+            fix = "--max-episode-steps" if option == "horizon" else "--arch"
+            raise UserError(f"--{option.replace('_', '-')} does not apply to Atari games; use {fix}")
+    if args.arch is not None and args.arch not in ATARI_ARCHS:
+        raise UserError(
+            f"--arch {args.arch} is a network for vector tasks; for Atari use one of {', '.join(ATARI_ARCHS)}"
+        )
+    config = atari_run_config(args.protocol or "deramo-atari", env_ids)
+    _per_task(args, config.tasks)
+    config.atari = _pick(
+        config.atari,
+        noop_max=args.noop_max,
+        repeat_action_probability=args.sticky_actions,
+        terminal_on_life_loss=args.life_loss_terminal,
+        clip_rewards=args.clip_rewards,
+        fire_on_reset=args.fire_reset,
+        max_episode_steps=args.max_episode_steps,
+        full_action_space=args.full_action_space,
+    )
+    config.atari_network = _pick(
+        config.atari_network,
+        arch=args.arch,
+        feature_activation=args.feature_activation,
+        conv_mode=args.conv_mode,
+    )
+    config = _with_overrides(config, args)
     config.validate()
     return config
 
@@ -523,7 +718,6 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from mtdqn.evaluate import run_evaluation
     from mtdqn.train import Trainer
 
     trainer = Trainer.load(Path(args.run_dir), progress=False)
@@ -536,7 +730,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         job.epsilon = args.epsilon
     if args.seed is not None:
         job.seeds = [args.seed + k for k in range(len(job.seeds))]
-    result = run_evaluation(job)
+    result = job.run()
     seeds = trainer.seeds
     rows = [
         {
@@ -593,7 +787,11 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     )
     out = Path(args.out) if args.out else None
     analyze_run(
-        Path(args.run_dir), cfg, seeds=args.seeds, compare=[Path(c) for c in args.compare], out=out,
+        Path(args.run_dir),
+        cfg,
+        seeds=args.seeds,
+        compare=[Path(c) for c in args.compare],
+        out=out,
         log=lambda message: print(message, file=sys.stderr),
     )
 

@@ -12,11 +12,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtdqn.config_atari import AtariConfig, AtariNetworkConfig
 from mtdqn.errors import UserError
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
 INITS = ("xavier", "torch")
 MODES = ("multi", "single")
+OPTIMIZERS = ("adam", "rmsprop-centered")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -96,6 +99,14 @@ class LearnerConfig:
     """Double DQN target: argmax by the online net, value by the target net."""
     huber_delta: float = 1.0
     """Threshold of the Huber (smooth L1) loss."""
+    optimizer: str = "adam"
+    """``adam`` (one Adam over all parameters) or ``rmsprop-centered`` (PyTorch's centred RMSProp, momentum 0,
+    the Nature DQN's choice; ``adam_eps`` is then its epsilon, added outside the square root)."""
+    rmsprop_decay: float = 0.95
+    """Squared-gradient (and gradient) moving-average decay of ``rmsprop-centered``; unused by Adam."""
+    precision: str = "fp32"
+    """``fp32``, or ``bf16``: forward and backward under CPU/CUDA autocast to bfloat16 (weights, optimizer
+    state, loss and TD targets stay float32). Measured 1.3x faster for the Atari update on the 2-core CPU."""
 
 
 @dataclass
@@ -171,6 +182,14 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     transfer: TransferConfig | None = None
     """Shared layers from another run (None: a run from scratch)."""
+    atari: AtariConfig | None = None
+    """The Atari preprocessing of a run whose tasks are ALE games (``ALE/Pong-v5``); None for vector tasks."""
+    atari_network: AtariNetworkConfig | None = None
+    """The Atari network of such a run (``network`` then describes nothing and is left at its defaults)."""
+
+    @property
+    def is_atari(self) -> bool:
+        return self.atari is not None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -187,6 +206,10 @@ class Config:
                 exploration=ExplorationConfig(**data["exploration"]),
                 run=RunConfig(**data["run"]),
                 transfer=TransferConfig(**data["transfer"]) if data.get("transfer") else None,
+                atari=AtariConfig(**data["atari"]) if data.get("atari") else None,
+                atari_network=AtariNetworkConfig(**data["atari_network"])
+                if data.get("atari_network")
+                else None,
             )
         except (KeyError, TypeError) as exc:
             raise UserError(f"configuration does not match this version of mtdqn ({exc})") from None
@@ -200,6 +223,14 @@ class Config:
             data.pop("transfer")
         if data["network"]["feature_width"] == 0:  # likewise for runs from before --feature-width
             data["network"].pop("feature_width")
+        # Fields added with the Atari runs join the hash only when set, so older runs keep resuming.
+        for key in ("atari", "atari_network"):
+            if data[key] is None:
+                data.pop(key)
+        defaults = LearnerConfig()
+        for key in ("optimizer", "rmsprop_decay", "precision"):
+            if data["learner"][key] == getattr(defaults, key):
+                data["learner"].pop(key)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -214,6 +245,39 @@ class Config:
                 raise UserError(f"gamma of {task.label} is {task.gamma}; it must lie in [0, 1]")
             if task.horizon is not None and task.horizon <= 0:
                 raise UserError(f"horizon of {task.label} is {task.horizon}; it must be a positive integer")
+        atari_ids = [t.env_id for t in self.tasks if t.env_id.startswith("ALE/")]
+        if self.atari is None and atari_ids:
+            raise UserError(
+                f"{atari_ids[0]} is an Atari game but the configuration has no Atari settings; "
+                "build it with mtdqn train (which adds them) or set Config.atari = AtariConfig()"
+            )
+        if self.atari is not None:
+            if len(atari_ids) != len(self.tasks):
+                other = next(t.env_id for t in self.tasks if not t.env_id.startswith("ALE/"))
+                raise UserError(
+                    f"{other} is not an Atari game; a run takes Atari games (ALE/<Game>-v5) or vector "
+                    "tasks, not both"
+                )
+            if self.transfer is not None:
+                raise UserError("transfer between Atari runs is not supported yet; train from scratch")
+            if any(t.horizon is not None for t in self.tasks):
+                raise UserError(
+                    "Atari games take their time limit from the Atari settings, not per task; "
+                    "use --max-episode-steps instead of --horizon"
+                )
+            self.atari.validate()
+            if self.atari_network is None:
+                raise UserError("an Atari run needs Config.atari_network (mtdqn train --arch sets it)")
+        if self.learner.optimizer not in OPTIMIZERS:
+            raise UserError(
+                f"unknown optimizer {self.learner.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.learner.precision not in PRECISIONS:
+            raise UserError(
+                f"unknown precision {self.learner.precision!r}; use one of {', '.join(PRECISIONS)}"
+            )
+        if not 0.0 < self.learner.rmsprop_decay < 1.0:
+            raise UserError(f"RMSProp decay is {self.learner.rmsprop_decay}; it must lie in (0, 1)")
         net = self.network
         _positive("network width", net.width)
         if net.feature_width < 0:
@@ -311,3 +375,43 @@ def arch_preset(name: str) -> NetworkConfig:
     if name not in ARCH_PRESETS:
         raise UserError(f"unknown architecture {name!r}; use one of {', '.join(ARCH_PRESETS)}")
     return dataclasses.replace(ARCH_PRESETS[name])
+
+
+def atari_run_config(protocol: str, env_ids: list[str] | None = None, mode: str = "multi") -> Config:
+    """A run of Atari games with every number from an Atari protocol preset (``mnih2015``, ``deramo-atari``,
+    ``review``; :data:`mtdqn.config_atari.ATARI_PROTOCOLS`). ``env_ids`` default to the protocol's games."""
+    from mtdqn.config_atari import atari_protocol
+
+    p = atari_protocol(protocol)
+    games = env_ids or p.games
+    return Config(
+        tasks=[
+            TaskConfig(env_id, gamma=p.gamma, name=env_id.split("/")[-1].split("-")[0]) for env_id in games
+        ],
+        mode=mode,
+        replay=ReplayConfig(capacity=p.replay_capacity, warmup=p.warmup),
+        learner=LearnerConfig(
+            lr=p.lr,
+            adam_eps=p.optimizer_eps,
+            batch_size=p.batch_size,
+            target_update_every=p.target_update_every,
+            train_frequency=p.train_frequency,
+            double_dqn=p.double_dqn,
+            huber_delta=p.huber_delta,
+            optimizer=p.optimizer,
+            rmsprop_decay=p.rmsprop_decay,
+        ),
+        exploration=ExplorationConfig(
+            eps_start=p.eps_start,
+            eps_end=p.eps_end,
+            eps_decay_steps=p.eps_decay_steps,
+            eval_epsilon=p.eval_epsilon,
+        ),
+        run=RunConfig(
+            epochs=max(1, p.total_steps // p.steps_per_epoch),
+            steps_per_epoch=p.steps_per_epoch,
+            eval_steps=p.eval_steps,
+        ),
+        atari=dataclasses.replace(p.atari),
+        atari_network=AtariNetworkConfig(arch=p.arch),
+    )

@@ -73,6 +73,9 @@ class EvalJob:
     seeds: list[int]
     epoch: int
 
+    def run(self) -> EvalResult:
+        return run_evaluation(self)
+
 
 @dataclass
 class EvalResult:
@@ -111,6 +114,11 @@ def run_evaluation(job: EvalJob) -> EvalResult:
     return EvalResult(job.epoch, result[..., 0], result[..., 1], result[..., 2].astype(np.int64))
 
 
+def _run_job(job) -> EvalResult:
+    """Run any evaluation job (an object with ``run()``: :class:`EvalJob`, or the Atari one)."""
+    return job.run()
+
+
 def _lower_priority() -> None:
     """Let the learner win the cores: the evaluation has a whole epoch to finish."""
     with contextlib.suppress(OSError, AttributeError):
@@ -127,11 +135,12 @@ class Evaluator:
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
             )
 
-    def submit(self, job: EvalJob) -> Future:
+    def submit(self, job) -> Future:
+        """Evaluate ``job`` (anything with a ``run()`` returning an :class:`EvalResult`)."""
         if self._pool is not None:
-            return self._pool.submit(run_evaluation, job)
+            return self._pool.submit(_run_job, job)
         future: Future = Future()
-        future.set_result(run_evaluation(job))
+        future.set_result(job.run())
         return future
 
     def close(self) -> None:

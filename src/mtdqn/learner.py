@@ -8,6 +8,9 @@ For every member s, task t and sample b of a multi-task batch:
              (single-task mode: the sum over t of each task's own mean, i.e. T independent DQNs)
     one Adam step over all parameters; every C updates: Q_target <- Q_online (hard copy)
 
+``precision="bf16"`` runs the two forwards and the backward under autocast (bfloat16 matmuls and
+convolutions, float32 accumulation); the loss, the targets, the weights and the optimizer stay float32.
+
 Members are independent agents: the loss is summed over members and Adam is elementwise, so member k
 learns exactly as it would alone.
 """
@@ -39,9 +42,9 @@ class DQNLearner:
             .masked_fill(~online.action_mask, float("-inf"))
             .reshape(1, online.n_tasks, 1, -1)
         )
-        self.optimizer = torch.optim.Adam(
-            online.parameters(), lr=cfg.lr, eps=cfg.adam_eps, **_fast_adam_kwargs(device)
-        )
+        self.optimizer = make_optimizer(online.parameters(), cfg, device)
+        self._autocast = cfg.precision == "bf16"
+        self._device_type = device.type
         self.n_updates = 0
         # Per-(member, task) sums of the loss and of Q(s, a) since the last call of pop_stats().
         shape = (online.n_members, online.n_tasks)
@@ -49,12 +52,19 @@ class DQNLearner:
         self._q_sum = torch.zeros(shape, device=device)
         self._stat_updates = 0
 
+    def _precision(self):
+        """The autocast context of ``precision`` (a no-op for fp32)."""
+        return torch.autocast(self._device_type, dtype=torch.bfloat16, enabled=self._autocast)
+
     def td_target(self, batch: Batch) -> torch.Tensor:
         """y = r + gamma_t * (1 - terminal) * V_target(s'), with V over the task's valid actions."""
         with torch.no_grad():
-            q_next = self.target(batch.next_obs) + self.action_penalty
-            if self.cfg.double_dqn:
-                a_next = (self.online(batch.next_obs) + self.action_penalty).argmax(-1, keepdim=True)
+            with self._precision():
+                q_next_raw = self.target(batch.next_obs)
+                q_online_next = self.online(batch.next_obs) if self.cfg.double_dqn else None
+            q_next = q_next_raw.float() + self.action_penalty
+            if q_online_next is not None:
+                a_next = (q_online_next.float() + self.action_penalty).argmax(-1, keepdim=True)
                 v_next = q_next.gather(-1, a_next).squeeze(-1)
             else:
                 v_next = q_next.amax(-1)
@@ -63,7 +73,9 @@ class DQNLearner:
     def update(self, batch: Batch) -> None:
         """One gradient step on the joint Huber loss, then the target copy when it is due."""
         y = self.td_target(batch)
-        q = self.online(batch.obs).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
+        with self._precision():
+            q_all = self.online(batch.obs)
+        q = q_all.float().gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
         per_task = F.huber_loss(q, y, reduction="none", delta=self.cfg.huber_delta).mean(-1)  # (S, T)
         loss = per_task.mean(1).sum() if self.online.share else per_task.sum()
         self.optimizer.zero_grad(set_to_none=True)
@@ -109,6 +121,11 @@ class DQNLearner:
         self.n_updates = int(state["n_updates"])
 
 
-def _fast_adam_kwargs(device: torch.device) -> dict:
-    """Fused Adam where PyTorch has it for the device (CPU and CUDA in current releases), else foreach."""
-    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+def make_optimizer(params, cfg: LearnerConfig, device: torch.device) -> torch.optim.Optimizer:
+    """One optimizer over all parameters: fused Adam (foreach where no fused kernel), or centred RMSProp."""
+    if cfg.optimizer == "rmsprop-centered":
+        return torch.optim.RMSprop(
+            params, lr=cfg.lr, alpha=cfg.rmsprop_decay, eps=cfg.adam_eps, centered=True, foreach=True
+        )
+    fast = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+    return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps, **fast)

@@ -206,10 +206,22 @@ class AtariQNetwork(nn.Module):
         mode = self.cfg.conv_mode
         return mode == "loop" or (mode == "auto" and x.device.type == "cpu")
 
-    def _conv(self, i: int, x: torch.Tensor, s: int, t: int) -> torch.Tensor:
-        """Conv layer i on ``x`` holding ``(B, T, S, C, H, W)`` memory; returns the same layout."""
+    def _conv(self, i: int, x: torch.Tensor, s: int, t: int, group_major: bool = False) -> torch.Tensor:
+        """Conv layer i on ``x`` holding ``(B, T, S, C, H, W)`` memory; returns the same layout.
+
+        ``group_major``: ``x`` holds ``(T, S, B, C, H, W)`` memory instead (the network's input in loop
+        mode, so that each (game, member) convolution reads a contiguous block)."""
         layer, w, b = self.plan[i], self.weights[i], self.biases[i]
         n, c, h, wd = x.shape[0], layer.in_dim, x.shape[-2], x.shape[-1]
+        if group_major:
+            n = x.shape[2]
+            outs = [
+                F.conv2d(x[ti, si], w[si, ti], b[si, ti], stride=layer.stride)
+                for ti in range(t)
+                for si in range(s)
+            ]
+            y = outs[0].unsqueeze(1) if len(outs) == 1 else torch.stack(outs, 1)
+            return _ACT[layer.activation](y.view(n, t * s * layer.out_dim, *y.shape[-2:]))
         if self._loop(x):  # one dense convolution per member (shared) or per (game, member)
             if layer.shared:
                 x = x.view(n * t, s, c, h, wd)
@@ -247,6 +259,8 @@ class AtariQNetwork(nn.Module):
         """Dense layer i on ``x`` of shape ``(S * T, B, in)``."""
         layer, w, b = self.plan[i], self.weights[i], self.biases[i]
         n = x.shape[1]
+        if w.dtype != x.dtype:  # under autocast: cast before transposing (a strided cast is ~3x slower)
+            w, b = w.to(x.dtype), b.to(x.dtype)
         if layer.shared:
             y = torch.baddbmm(b, x.view(s, t * n, layer.in_dim), w.transpose(1, 2)).view(s * t, n, -1)
         else:
@@ -262,10 +276,19 @@ class AtariQNetwork(nn.Module):
                 f"got {tuple(obs.shape)}"
             )
         c, h, w = self.input_shape
-        x = obs.permute(2, 1, 0, 3, 4, 5).reshape(n, t * s * c, h, w).float().div_(255.0)
+        # Pixels to [0, 1] in the compute dtype (bfloat16 under autocast: no float32 copy of the batch).
+        dtype = torch.float32
+        if torch.is_autocast_enabled(obs.device.type):
+            dtype = torch.get_autocast_dtype(obs.device.type)
+        first = self.plan[0]
+        group_major = first.is_conv and not first.shared and self._loop(obs) and n_layers > 0
+        if group_major:  # (T, S, B, C, H, W): every per-game convolution reads a contiguous block
+            x = obs.permute(1, 0, 2, 3, 4, 5).to(dtype).div_(255.0)
+        else:
+            x = obs.permute(2, 1, 0, 3, 4, 5).reshape(n, t * s * c, h, w).to(dtype).div_(255.0)
         i = 0
         while i < n_layers and self.plan[i].is_conv:
-            x = self._conv(i, x, s, t)
+            x = self._conv(i, x, s, t, group_major=group_major and i == 0)
             i += 1
         x = x.view(n, t, s, -1).permute(2, 1, 0, 3).contiguous().view(s * t, n, -1)
         while i < n_layers:

@@ -23,6 +23,10 @@ per million transitions, against 56,448 bytes when both 4-frame stacks are store
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,9 @@ from mtdqn.errors import UserError
 
 _BYTES_PER_SLOT_EXTRA = 8
 """action (uint8) + reward (float32) + terminal, episode position, cut (uint8 each)."""
+
+_SAVED_ARRAYS = ("frames", "action", "reward", "terminal", "episode_pos", "cut")
+_SAVE_FORMAT = 1
 
 _HEADROOM_BYTES = 1 << 30
 """Memory left for everything else (networks, environments, Python) when checking that a replay fits."""
@@ -255,3 +262,70 @@ class FrameReplay:
     def memory_bytes(self) -> int:
         """Bytes of the allocated storage (committed as the rings fill)."""
         return memory_bytes(self.capacity, self.shape[1], self.shape[0], self.frame_shape)
+
+    # --- saving and loading (checkpoints) ------------------------------------------------------------------
+
+    def _meta(self) -> dict:
+        return {
+            "format": _SAVE_FORMAT,
+            "shape": list(self.shape),
+            "capacity": self.capacity,
+            "frame_shape": list(self.frame_shape),
+            "stack": self.stack,
+            "position": self.position,
+            "size": self.size,
+            "episode_pos_latest": self._pos.tolist(),
+        }
+
+    def save(self, folder: Path) -> None:
+        """Write the rings into the new folder ``folder``, atomically: it exists complete or not at all.
+
+        Plain ``.npy`` files (no pickle) of the written slots only, and ``meta.json``; the folder is built
+        under a temporary name, synced, then renamed.
+        """
+        folder = Path(folder)
+        if folder.exists():
+            raise FileExistsError(f"{folder} exists")
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+        try:
+            used = self.size if self.size < self.capacity else self.capacity  # slots 0..size-1 until full
+            for name in _SAVED_ARRAYS:
+                with open(tmp / f"{name}.npy", "wb") as f:
+                    np.save(f, getattr(self, name)[:, :used], allow_pickle=False)
+                    f.flush()
+                    os.fsync(f.fileno())
+            (tmp / "meta.json").write_text(json.dumps(self._meta()))
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, folder)
+            dir_fd = os.open(folder.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def load(self, folder: Path) -> None:
+        """Restore the rings saved by :meth:`save` (same members, tasks, capacity and frame shape)."""
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            mine = self._meta()
+            for key in ("format", "shape", "capacity", "frame_shape", "stack"):
+                if meta[key] != mine[key]:
+                    raise ValueError(f"{key} is {meta[key]} there, {mine[key]} here")
+            used = int(meta["size"])
+            for name in _SAVED_ARRAYS:
+                data = np.load(folder / f"{name}.npy", allow_pickle=False)
+                target = getattr(self, name)
+                if data.shape != (target.shape[0], used, *target.shape[2:]) or data.dtype != target.dtype:
+                    raise ValueError(f"{name}.npy has shape {data.shape} ({data.dtype})")
+                target[:, :used] = data
+            self.position, self.size = int(meta["position"]), used
+            self._pos = np.asarray(meta["episode_pos_latest"], np.int64)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise UserError(
+                f"the replay memory saved in {folder} cannot be read into this run ({exc}); "
+                "restart the run with --overwrite"
+            ) from None

@@ -52,6 +52,15 @@ _SAMPLE_CHUNK = 100
 """Steps whose replay samples are drawn and planned at once."""
 
 
+def _trainer_class(cls: type, config: Config) -> type:
+    """``cls``, or the Atari trainer when ``config`` is an Atari run and no subclass was asked for."""
+    if cls is Trainer and config.is_atari:
+        from mtdqn.train_atari import AtariTrainer
+
+        return AtariTrainer
+    return cls
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is a user error."""
     if name == "auto":
@@ -117,7 +126,7 @@ class Trainer:
         source = None
         if config.transfer is not None:
             config, source = prepare(config)
-        trainer = cls(config, run_dir, progress)  # validates everything before touching the disk
+        trainer = _trainer_class(cls, config)(config, run_dir, progress)  # validates before touching the disk
         trainer._source = source
         if run_dir.exists() and any(run_dir.iterdir()):
             if not overwrite:
@@ -141,7 +150,7 @@ class Trainer:
             config.run.epochs = epochs
         if device is not None:
             config.run.device = device
-        trainer = cls(config, run_dir, progress)
+        trainer = _trainer_class(cls, config)(config, run_dir, progress)
         ckpt_path = run_dir / "checkpoint.pt"
         if ckpt_path.is_file():
             trainer.load_state(load_checkpoint(ckpt_path, trainer.fingerprint, map_location=trainer.device))
@@ -163,15 +172,21 @@ class Trainer:
             "env_steps": self.env_steps,
             "wall_s": self.wall_s,
             "learner": self.learner.state_dict(),
-            "replay": self.replay.state_dict(),
+            "replay": self._replay_state(),
             "epoch_stats": self.epoch_stats,
             "best_shared": self.best.state_dict() if self.best is not None else None,
         }
 
+    def _replay_state(self):
+        return self.replay.state_dict()
+
+    def _load_replay(self, state) -> None:
+        self.replay.load_state_dict(state)
+
     def load_state(self, state: dict) -> None:
         try:
             self.learner.load_state_dict(state["learner"])
-            self.replay.load_state_dict(state["replay"])
+            self._load_replay(state["replay"])
             self.epoch = int(state["epoch"])
             self.env_steps = int(state["env_steps"])
             self.wall_s = float(state["wall_s"])
@@ -199,7 +214,7 @@ class Trainer:
                 self._warmup()
                 self.epoch = 0
                 self.epoch_stats = self._collect_epoch_stats(0.0)
-                save_checkpoint(self.run_dir / "checkpoint.pt", self.state())
+                self._save_checkpoint()
             pending = None
             if self.epoch not in self.metrics.evaluated_epochs():
                 pending = evaluator.submit(self.eval_job(self.epoch))
@@ -215,7 +230,7 @@ class Trainer:
                     self._record(result, pending_stats, writer, bar)
                     self._judge_best(result.epoch, result.j, pending_shared)
                 self.epoch, self.epoch_stats = epoch, stats
-                save_checkpoint(self.run_dir / "checkpoint.pt", self.state())
+                self._save_checkpoint()
                 pending, pending_stats = evaluator.submit(self.eval_job(epoch)), stats
                 pending_shared = self._snapshot_shared()  # epoch's weights, judged when its J arrives
             if pending is not None:
@@ -227,6 +242,10 @@ class Trainer:
             evaluator.close()
             writer.close()
         plot_learning_curves(self.run_dir)
+
+    def _save_checkpoint(self) -> None:
+        """Everything needed to resume after the current epoch, written atomically."""
+        save_checkpoint(self.run_dir / "checkpoint.pt", self.state())
 
     # --- transfer and best-epoch shared weights ----------------------------------------------------------
 

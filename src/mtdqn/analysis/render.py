@@ -39,7 +39,13 @@ class FrameRenderer:
 
     def _env(self, t: int):
         if t not in self._envs:
-            env = make_env(TaskConfig(env_id=self.states.env_ids[t]), render_mode="rgb_array")
+            env_id = self.states.env_ids[t]
+            if env_id.startswith("ALE/"):  # the colour screen of a recorded emulator state
+                from mtdqn.tasks.atari import make_atari_env
+
+                env = make_atari_env(env_id, render_mode="rgb_array", record_states=True)
+            else:
+                env = make_env(TaskConfig(env_id=env_id), render_mode="rgb_array")
             env.reset(seed=0)
             self._envs[t] = env
         return self._envs[t]

@@ -78,8 +78,18 @@ def load_agents(run_dir: Path, seeds: list[int] | None = None) -> list[Agent]:
         )
     config = load_config(run_dir)
     state = load_checkpoint(run_dir / "checkpoint.pt", config.learning_fingerprint())
-    specs = task_specs(config.tasks)
     run_seeds = list(config.run.seeds)
+    wanted = run_seeds if seeds is None else seeds
+    missing = [s for s in wanted if s not in run_seeds]
+    if missing:
+        raise UserError(f"{run_dir} has no member with seed {missing[0]}; its seeds are {run_seeds}")
+    if int(state["epoch"]) < 1:
+        raise UserError(f"{run_dir} has not finished a learning epoch yet; train it first")
+    if config.is_atari:
+        from mtdqn.analysis.rollout_atari import load_atari_agents
+
+        return load_atari_agents(run_dir, config, state, wanted)
+    specs = task_specs(config.tasks)
     net = MultiTaskQNetwork(
         specs, config.network, share=config.mode == "multi", n_members=len(run_seeds), seeds=run_seeds
     )
@@ -87,12 +97,6 @@ def load_agents(run_dir: Path, seeds: list[int] | None = None) -> list[Agent]:
         net.load_state_dict(state["learner"]["online"])
     except (KeyError, RuntimeError) as exc:
         raise UserError(f"checkpoint of {run_dir} does not fit its config.json ({exc})") from None
-    if int(state["epoch"]) < 1:
-        raise UserError(f"{run_dir} has not finished a learning epoch yet; train it first")
-    wanted = run_seeds if seeds is None else seeds
-    missing = [s for s in wanted if s not in run_seeds]
-    if missing:
-        raise UserError(f"{run_dir} has no member with seed {missing[0]}; its seeds are {run_seeds}")
     with torch.no_grad():
         all_params = [(w.numpy(), b.numpy()) for w, b in zip(net.weights, net.biases, strict=True)]
     agents = []
@@ -125,9 +129,10 @@ class StateSet:
     task: np.ndarray
     """``(N,)`` task index of each state."""
     obs: np.ndarray
-    """``(N, obs_max)`` observations, zero-padded."""
+    """``(N, obs_max)`` observations, zero-padded (Atari: uint8 frame stacks, flattened)."""
     env_state: np.ndarray
-    """``(N, state_max)`` internal env states (what the renderer draws), NaN-padded."""
+    """``(N, state_max)`` internal env states (what the renderer draws), NaN-padded (Atari: float32
+    serialized emulator states, see :mod:`mtdqn.analysis.rollout_atari`)."""
     episode: np.ndarray
     """``(N,)`` episode number within the task's rollout (0-based)."""
     step: np.ndarray
@@ -182,6 +187,10 @@ _ARRAYS = ("task", "obs", "env_state", "episode", "step", "action", "features", 
 
 def collect_states(agent: Agent, cfg: AnalysisConfig) -> StateSet:
     """Roll ``agent`` out for ``cfg.steps`` steps in each of its tasks (all tasks side by side)."""
+    if agent.config.is_atari:
+        from mtdqn.analysis.rollout_atari import collect_atari_states
+
+        return collect_atari_states(agent, cfg)
     tasks = agent.tasks
     n_tasks, steps = len(tasks), cfg.steps
     envs = [make_env(task) for task in tasks]
@@ -262,7 +271,7 @@ def features_on(agent: Agent, states: StateSet) -> tuple[np.ndarray, np.ndarray,
         t_agent = own_ids.index(env_id)
         rows = np.flatnonzero(states.task == t)
         dim = agent.obs_dims[t_agent]
-        obs = np.zeros((len(own_ids), len(rows), agent.obs_max), dtype=np.float32)
+        obs = np.zeros((len(own_ids), len(rows), agent.obs_max), dtype=states.obs.dtype)
         obs[t_agent, :, :dim] = states.obs[rows, :dim]
         feats, q = agent.features_and_q(obs)
         q_task = np.where(agent.action_mask[t_agent], q[t_agent], -np.inf)

@@ -41,6 +41,7 @@ def _ale_py():
     except ImportError:
         raise UserError(f"Atari tasks need ale-py, which is not installed; {_INSTALL_HINT}") from None
     gym.register_envs(ale_py)
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per emulator
     return ale_py
 
 

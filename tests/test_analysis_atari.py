@@ -1,0 +1,77 @@
+"""`mtdqn analyze` on an Atari run: states, features and values from the run's network, frames from states."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_train_atari import tiny
+
+from mtdqn.analysis.config import AnalysisConfig
+from mtdqn.analysis.render import FrameRenderer
+from mtdqn.analysis.rollout import StateSet, collect_states, load_agents
+from mtdqn.cli import main
+from mtdqn.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def atari_run(tmp_path_factory) -> Path:
+    """A 2-member review-exp1 run on Pong + Breakout after one short epoch."""
+    run_dir = tmp_path_factory.mktemp("atari") / "run"
+    trainer = Trainer.create(tiny(seeds=(0, 1)), run_dir, progress=False)
+    trainer.run()
+    torch.set_num_threads(1)
+    return run_dir
+
+
+def test_states_hold_what_the_run_network_computes(atari_run: Path) -> None:
+    agent = load_agents(atari_run, seeds=[1])[0]
+    states = collect_states(agent, AnalysisConfig(steps=40))
+    assert states.obs.dtype == np.uint8 and states.obs.shape == (80, 4 * 84 * 84)
+    assert states.features.shape == (80, 256) and states.task.tolist() == [0] * 40 + [1] * 40
+    assert np.isnan(states.q[states.task == 1, 4:]).all()  # Breakout has 4 of Pong's 6 actions
+    # Q of the training network's member 1 (loaded afresh) on the recorded stacks, game by game.
+    trainer = Trainer.load(atari_run, progress=False)
+    stacks = torch.from_numpy(states.obs.reshape(2, 40, 4, 84, 84))
+    with torch.inference_mode():
+        q = trainer.net(stacks[None].expand(2, -1, -1, -1, -1, -1).contiguous())[1].numpy()
+    for t, n_actions in enumerate((6, 4)):
+        np.testing.assert_allclose(
+            states.q[states.task == t, :n_actions], q[t, :, :n_actions], rtol=1e-4, atol=1e-5
+        )
+    np.testing.assert_allclose(states.value, np.nanmax(states.q, axis=1))
+    # The first state of each game is its reset stack: zeros but for the newest frame.
+    first = states.obs.reshape(-1, 4, 84, 84)[[0, 40]]
+    assert (first[:, :3] == 0).all() and (first[:, 3] > 0).any()
+
+
+def test_recorded_states_render_as_colour_screens_and_round_trip_the_file(atari_run: Path, tmp_path) -> None:
+    agent = load_agents(atari_run, seeds=[0])[0]
+    states = collect_states(agent, AnalysisConfig(steps=30))
+    states.save(tmp_path / "states.npz")
+    again = StateSet.load(tmp_path / "states.npz")
+    assert again.obs.dtype == np.uint8 and np.array_equal(again.env_state, states.env_state, equal_nan=True)
+    renderer = FrameRenderer(again)
+    try:
+        pong, breakout = renderer.frame(5), renderer.frame(35)
+        assert pong.shape == breakout.shape == (210, 160, 3)
+        assert not np.array_equal(pong, breakout)
+        np.testing.assert_array_equal(renderer.frame(5), pong)  # rendering is a pure function of the state
+    finally:
+        renderer.close()
+
+
+def test_cli_analyze_writes_the_report_of_an_atari_run(atari_run: Path, tmp_path) -> None:
+    out = tmp_path / "analysis"
+    argv = ["analyze", str(atari_run), "--seeds", "0", "--steps", "60", "--method", "pca", "--out", str(out)]
+    assert main(argv) == 0
+    member = out / "seed0"  # a population run: one folder per analysed member
+    metrics = json.loads((member / "metrics.json").read_text())
+    assert metrics["tasks"] == ["Pong", "Breakout"] and metrics["n_states"] == 120
+    assert 0.0 <= metrics["metrics"]["task_probe_accuracy"] <= 1.0
+    html = (member / "report.html").read_text()
+    assert "Pong" in html and "Breakout" in html
+    assert len(list((member / "overlap").glob("*.png"))) == 3
