@@ -1,4 +1,4 @@
-"""`mtdqn analyze` on an Atari run: states, features and values from the run's network, frames from states."""
+"""Atari runs after training: `mtdqn analyze` (states, features, values, frames) and `mtdqn evaluate`."""
 
 from __future__ import annotations
 
@@ -75,3 +75,15 @@ def test_cli_analyze_writes_the_report_of_an_atari_run(atari_run: Path, tmp_path
     html = (member / "report.html").read_text()
     assert "Pong" in html and "Breakout" in html
     assert len(list((member / "overlap").glob("*.png"))) == 3
+
+
+def test_cli_evaluate_scores_an_atari_run(atari_run: Path, capsys) -> None:
+    assert main(["evaluate", str(atari_run), "--steps", "50", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["epoch"] == 1 and report["steps"] == 50
+    assert [(row["task"], row["seed"]) for row in report["tasks"]] == [
+        ("Pong", 0),
+        ("Breakout", 0),
+        ("Pong", 1),
+        ("Breakout", 1),
+    ]

@@ -113,14 +113,15 @@ class AtariProtocol:
     atari: AtariConfig = field(default_factory=AtariConfig)
     gamma: float = 0.99
     optimizer: str = "adam"
-    """``adam`` or ``rmsprop-centered`` (DeepMind's RMSProp: centred, momentum on the update)."""
+    """``adam`` or ``rmsprop-centered`` (DeepMind's RMSProp: centred, no momentum on the update; run as
+    PyTorch's ``RMSprop(centered=True)``)."""
     lr: float = 2.5e-4
     optimizer_eps: float = 1e-8
-    """Adam's epsilon, or RMSProp's minimum squared gradient (added inside the square root)."""
+    """Adam's epsilon, or RMSProp's: DeepMind added its 0.01 ("min squared gradient") inside the square
+    root, PyTorch's RMSprop adds epsilon outside it (a deviation for ``mnih2015``, README)."""
     rmsprop_decay: float = 0.95
-    """RMSProp's squared-gradient momentum (unused by Adam)."""
-    rmsprop_momentum: float = 0.95
-    """RMSProp's gradient momentum (unused by Adam)."""
+    """RMSProp's decay of both moving averages, of the gradient and of its square (DeepMind's "gradient
+    momentum" and "squared gradient momentum", both 0.95); unused by Adam."""
     huber_delta: float = 1.0
     """Huber loss threshold (DQN's error clipping to [-1, 1])."""
     double_dqn: bool = False

@@ -46,10 +46,18 @@ class AtariEvalJob:
 
 def run_atari_evaluation(job: AtariEvalJob) -> EvalResult:
     """Play ``job.n_steps`` agent steps in every game of every member and score the finished games."""
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        return _play(job)
+    finally:
+        torch.set_num_threads(threads_before)  # inline evaluation: the learner keeps its threads
+
+
+def _play(job: AtariEvalJob) -> EvalResult:
     from mtdqn.nets_atari import AtariQNetwork
     from mtdqn.tasks.atari import AtariVectorTask
 
-    torch.set_num_threads(job.threads)
     n_members, n_tasks = len(job.seeds), len(job.tasks)
     cfg = job.atari
     net = AtariQNetwork(

@@ -19,6 +19,7 @@ and updating with evaluation in the background, checkpoints, resuming), with the
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -79,7 +80,7 @@ class AtariTrainer(Trainer):
         self.seeds = list(config.run.seeds)
         self.n_members = len(self.seeds)
         self.n_tasks = len(self.specs)
-        torch.set_num_threads(config.run.torch_threads or torch.get_num_threads())
+        torch.set_num_threads(config.run.torch_threads or os.cpu_count() or 1)
         self.n_actions = np.array([s.n_actions for s in self.specs])
         self.net = AtariQNetwork(
             list(self.n_actions),
