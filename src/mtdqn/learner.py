@@ -8,8 +8,10 @@ For every member s, task t and sample b of a multi-task batch:
              (single-task mode: the sum over t of each task's own mean, i.e. T independent DQNs)
     one Adam step over all parameters; every C updates: Q_target <- Q_online (hard copy)
 
-``precision="bf16"`` runs the two forwards and the backward under autocast (bfloat16 matmuls and
-convolutions, float32 accumulation); the loss, the targets, the weights and the optimizer stay float32.
+``compile=True`` runs the same computation through ``torch.compile`` (fused kernels; float results
+differ from eager ones by rounding only). ``precision="bf16"`` runs the two forwards and the backward
+under autocast (bfloat16 matmuls and convolutions, float32 accumulation); the loss, the targets, the
+weights and the optimizer stay float32.
 
 Members are independent agents: the loss is summed over members and Adam is elementwise, so member k
 learns exactly as it would alone.
@@ -45,6 +47,8 @@ class DQNLearner:
         self.optimizer = make_optimizer(online.parameters(), cfg, device)
         self._autocast = cfg.precision == "bf16"
         self._device_type = device.type
+        # torch.compile fuses the forward passes, the loss and their backward into generated kernels.
+        self._loss = torch.compile(self.loss, dynamic=False) if cfg.compile else self.loss
         self.n_updates = 0
         # Per-(member, task) sums of the loss and of Q(s, a) since the last call of pop_stats().
         shape = (online.n_members, online.n_tasks)
@@ -70,14 +74,19 @@ class DQNLearner:
                 v_next = q_next.amax(-1)
             return torch.addcmul(batch.reward, self.gamma * (1.0 - batch.terminal), v_next)
 
-    def update(self, batch: Batch) -> None:
-        """One gradient step on the joint Huber loss, then the target copy when it is due."""
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The joint loss, the Huber loss per (member, task) and Q(s, a) ``(S, T, B)``."""
         y = self.td_target(batch)
         with self._precision():
             q_all = self.online(batch.obs)
         q = q_all.float().gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
         per_task = F.huber_loss(q, y, reduction="none", delta=self.cfg.huber_delta).mean(-1)  # (S, T)
         loss = per_task.mean(1).sum() if self.online.share else per_task.sum()
+        return loss, per_task, q
+
+    def update(self, batch: Batch) -> None:
+        """One gradient step on the joint Huber loss, then the target copy when it is due."""
+        loss, per_task, q = self._loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
