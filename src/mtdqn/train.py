@@ -298,15 +298,9 @@ class Trainer:
         """``steps_per_epoch`` joint steps of epsilon-greedy acting, each followed by an update."""
         cfg = self.config
         steps, every = cfg.run.steps_per_epoch, cfg.learner.train_frequency
-        # The epoch's exploration draws up front, from each member's own stream; replay samples are drawn in
-        # chunks (the same numbers, as a stream's block of k draws equals k single draws) to bound memory.
-        explore_u, action_u = [], []
-        for seed in self.seeds:
-            act_rng = derive_rng(seed, "act", epoch)
-            explore_u.append(act_rng.random((steps, self.n_tasks)))
-            action_u.append(act_rng.random((steps, self.n_tasks)))
-        explore_u, action_u = np.stack(explore_u, axis=1), np.stack(action_u, axis=1)
-        random_actions = (action_u * self.n_actions).astype(np.int64)  # uniform over each task's actions
+        # Replay samples are drawn in chunks (the same numbers, as a stream's block of k draws equals k
+        # single draws) to bound memory.
+        explore_u, random_actions = self._exploration_draws(epoch, steps)
         sample_rngs = [derive_rng(seed, "sample", epoch) for seed in self.seeds]
         bar.set_description(f"{self.run_dir.name} epoch {epoch}/{cfg.run.epochs}", refresh=False)
         self._reset_envs("train", epoch)
@@ -336,6 +330,17 @@ class Trainer:
         seconds = time.perf_counter() - start
         self.wall_s += seconds
         return seconds
+
+    def _exploration_draws(self, epoch: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's exploration draws up front, from each member's own stream: ``(steps, S, T)`` uniforms
+        compared with epsilon, and the random actions (uniform over each task's actions)."""
+        explore_u, action_u = [], []
+        for seed in self.seeds:
+            act_rng = derive_rng(seed, "act", epoch)
+            explore_u.append(act_rng.random((steps, self.n_tasks)))
+            action_u.append(act_rng.random((steps, self.n_tasks)))
+        explore_u, action_u = np.stack(explore_u, axis=1), np.stack(action_u, axis=1)
+        return explore_u, (action_u * self.n_actions).astype(np.int64)
 
     def _plan_samples(self, rngs: list[np.random.Generator], step: int, n: int) -> dict[int, torch.Tensor]:
         """Replay rows of the updates among the next ``n`` steps (from ``step``), keyed by step % chunk."""

@@ -174,13 +174,7 @@ class AtariTrainer(Trainer):
         cfg = self.config
         steps, every = cfg.run.steps_per_epoch, cfg.learner.train_frequency
         batch = cfg.learner.batch_size
-        explore_u, action_u = [], []
-        for seed in self.seeds:
-            act_rng = derive_rng(seed, "act", epoch)
-            explore_u.append(act_rng.random((steps, self.n_tasks)))
-            action_u.append(act_rng.random((steps, self.n_tasks)))
-        explore_u, action_u = np.stack(explore_u, axis=1), np.stack(action_u, axis=1)
-        random_actions = (action_u * self.n_actions).astype(np.int64)
+        explore_u, random_actions = self._exploration_draws(epoch, steps)
         sample_rngs = [derive_rng(seed, "sample", epoch) for seed in self.seeds]
         bar.set_description(f"{self.run_dir.name} epoch {epoch}/{cfg.run.epochs}", refresh=False)
         self._reset_envs("train", epoch)

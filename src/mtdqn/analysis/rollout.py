@@ -56,6 +56,10 @@ class Agent:
         """First ``n_layers`` layers on padded observations ``(T, B, obs_max)`` -> ``(T, B, out)``."""
         return activations(self.params, self.kinds, obs[None].astype(np.float32), n_layers)[0]
 
+    def q(self, obs: np.ndarray) -> np.ndarray:
+        """Q values ``(T, B, A_max)`` of padded observations ``(T, B, obs_max)``."""
+        return self.forward(obs, len(self.params))
+
     def features_and_q(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Shared features ``(T, B, width)`` and Q values ``(T, B, A_max)`` of padded observations."""
         feats = self.forward(obs, self.feature_layer + 1)
@@ -191,18 +195,34 @@ def collect_states(agent: Agent, cfg: AnalysisConfig) -> StateSet:
         from mtdqn.analysis.rollout_atari import collect_atari_states
 
         return collect_atari_states(agent, cfg)
+    envs = [make_env(task) for task in agent.tasks]
+    return roll_out(agent, cfg, envs, obs_dtype=np.float32, state_dtype=np.float64)
+
+
+def roll_out(
+    agent: Agent, cfg: AnalysisConfig, envs: list, obs_dtype, state_dtype, meta: dict | None = None
+) -> StateSet:
+    """Play ``cfg.steps`` steps of ``agent`` in ``envs`` (one per task, closed at the end) and record them.
+
+    Observations are flattened into ``obs_dtype`` rows (zero-padded to the agent's widest), internal env
+    states into ``state_dtype`` rows (NaN-padded); features and Q come from ``agent.features_and_q``.
+    """
     tasks = agent.tasks
     n_tasks, steps = len(tasks), cfg.steps
-    envs = [make_env(task) for task in tasks]
-    obs = np.zeros((n_tasks, steps, agent.obs_max), dtype=np.float32)
+    obs = np.zeros((n_tasks, steps, agent.obs_max), dtype=obs_dtype)
     states: list[list[np.ndarray]] = [[] for _ in range(n_tasks)]
     episode = np.zeros((n_tasks, steps), dtype=np.int64)
     step = np.zeros((n_tasks, steps), dtype=np.int64)
     actions = np.zeros((n_tasks, steps), dtype=np.int64)
-    current = np.zeros((n_tasks, 1, agent.obs_max), dtype=np.float32)
+    current = np.zeros((n_tasks, 1, agent.obs_max), dtype=obs_dtype)
+
+    def put(t: int, o) -> None:
+        o = np.asarray(o).reshape(-1)
+        current[t, 0, o.size :] = 0
+        current[t, 0, : o.size] = o
+
     for t, env in enumerate(envs):
-        o, _ = env.reset(seed=derive_seed(agent.seed, "analysis", cfg.seed, t))
-        current[t, 0, : o.shape[0]] = o
+        put(t, env.reset(seed=derive_seed(agent.seed, "analysis", cfg.seed, t))[0])
     rng = derive_rng(agent.seed, "analysis-explore", cfg.seed)
     n_actions = agent.action_mask.sum(-1)
     ep = np.zeros(n_tasks, dtype=np.int64)
@@ -211,8 +231,8 @@ def collect_states(agent: Agent, cfg: AnalysisConfig) -> StateSet:
         obs[:, i] = current[:, 0]
         episode[:, i], step[:, i] = ep, st
         for t, env in enumerate(envs):
-            states[t].append(get_env_state(env))
-        greedy = masked_greedy(agent.forward(current, len(agent.params))[:, 0], agent.action_mask)
+            states[t].append(get_env_state(env).astype(state_dtype))
+        greedy = masked_greedy(agent.q(current)[:, 0], agent.action_mask)
         chosen = epsilon_greedy(greedy, cfg.epsilon, n_actions, rng) if cfg.epsilon > 0 else greedy
         actions[:, i] = chosen
         for t, env in enumerate(envs):
@@ -222,22 +242,22 @@ def collect_states(agent: Agent, cfg: AnalysisConfig) -> StateSet:
                 o, _ = env.reset()
                 ep[t] += 1
                 st[t] = 0
-            current[t, 0, :] = 0.0
-            current[t, 0, : o.shape[0]] = o
+            put(t, o)
     for env in envs:
         env.close()
     feats, q = agent.features_and_q(obs)
     q = np.where(agent.action_mask[:, None, :], q, np.nan)
-    state_max = max(len(s[0]) for s in states)
-    env_state = np.full((n_tasks, steps, state_max), np.nan)
+    state_max = max(len(s) for per_task in states for s in per_task)
+    env_state = np.full((n_tasks, steps, state_max), np.nan, dtype=state_dtype)
     for t in range(n_tasks):
-        stacked = np.stack(states[t])
-        env_state[t, :, : stacked.shape[1]] = stacked
+        for i, s in enumerate(states[t]):
+            env_state[t, i, : len(s)] = s
     meta = {
         "run": str(agent.run_dir),
         "mode": agent.config.mode,
         "seed": agent.seed,
         "epoch": agent.epoch,
+        **(meta or {}),
         **cfg.rollout_key(),
     }
     flat = lambda a: a.reshape(n_tasks * steps, *a.shape[2:])  # noqa: E731

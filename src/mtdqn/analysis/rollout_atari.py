@@ -22,12 +22,9 @@ import numpy as np
 import torch
 
 from mtdqn.analysis.config import AnalysisConfig
-from mtdqn.analysis.rollout import Agent, StateSet
+from mtdqn.analysis.rollout import Agent, StateSet, roll_out
 from mtdqn.config import Config
 from mtdqn.errors import UserError
-from mtdqn.policy import epsilon_greedy, masked_greedy
-from mtdqn.seeding import derive_rng, derive_seed
-from mtdqn.tasks.env_state import get_env_state
 
 _CHUNK = 256
 """States per forward pass when computing features of many states."""
@@ -52,9 +49,14 @@ class AtariAgent(Agent):
                 qs.append(self.net(x)[0].numpy())
         return np.concatenate(feats, axis=1), np.concatenate(qs, axis=1)
 
+    def q(self, obs: np.ndarray) -> np.ndarray:
+        """Q values ``(T, B, A_max)`` of flat stacks ``(T, B, C*H*W)``."""
+        stacks = np.asarray(obs).astype(np.uint8, copy=False).reshape(*obs.shape[:2], *self.net.input_shape)
+        with torch.inference_mode():
+            return self.net(torch.from_numpy(np.ascontiguousarray(stacks))[None])[0].numpy()
+
     def forward(self, obs: np.ndarray, n_layers: int) -> np.ndarray:
-        """Q values of flat stacks ``(T, B, C*H*W)`` (the whole network; ``n_layers`` is ignored)."""
-        return self.features_and_q(obs)[1]
+        raise NotImplementedError("an Atari agent has no numpy forward; use q() or features_and_q()")
 
 
 def load_atari_agents(run_dir: Path, config: Config, state: dict, wanted: list[int]) -> list[AtariAgent]:
@@ -106,68 +108,5 @@ def collect_atari_states(agent: AtariAgent, cfg: AnalysisConfig) -> StateSet:
     """Roll ``agent`` out for ``cfg.steps`` agent steps in each of its games (all games side by side)."""
     from mtdqn.tasks.atari import make_atari_env
 
-    tasks, atari = agent.tasks, agent.config.atari
-    n_tasks, steps = len(tasks), cfg.steps
-    envs = [make_atari_env(task.env_id, atari, record_states=True) for task in tasks]
-    obs_dim = agent.obs_dims[0]
-    obs = np.zeros((n_tasks, steps, obs_dim), dtype=np.uint8)
-    states: list[list[np.ndarray]] = [[] for _ in range(n_tasks)]
-    episode = np.zeros((n_tasks, steps), dtype=np.int64)
-    step = np.zeros((n_tasks, steps), dtype=np.int64)
-    actions = np.zeros((n_tasks, steps), dtype=np.int64)
-    current = np.zeros((n_tasks, 1, obs_dim), dtype=np.uint8)
-    for t, env in enumerate(envs):
-        o, _ = env.reset(seed=derive_seed(agent.seed, "analysis", cfg.seed, t))
-        current[t, 0] = np.asarray(o).reshape(-1)
-    rng = derive_rng(agent.seed, "analysis-explore", cfg.seed)
-    n_actions = agent.action_mask.sum(-1)
-    ep = np.zeros(n_tasks, dtype=np.int64)
-    st = np.zeros(n_tasks, dtype=np.int64)
-    for i in range(steps):
-        obs[:, i] = current[:, 0]
-        episode[:, i], step[:, i] = ep, st
-        for t, env in enumerate(envs):
-            states[t].append(get_env_state(env).astype(np.float32))
-        greedy = masked_greedy(agent.forward(current, 0)[:, 0], agent.action_mask)
-        chosen = epsilon_greedy(greedy, cfg.epsilon, n_actions, rng) if cfg.epsilon > 0 else greedy
-        actions[:, i] = chosen
-        for t, env in enumerate(envs):
-            o, _, terminated, truncated, _ = env.step(int(chosen[t]))
-            st[t] += 1
-            if terminated or truncated:
-                o, _ = env.reset()
-                ep[t] += 1
-                st[t] = 0
-            current[t, 0] = np.asarray(o).reshape(-1)
-    for env in envs:
-        env.close()
-    feats, q = agent.features_and_q(obs)
-    q = np.where(agent.action_mask[:, None, :], q, np.nan)
-    state_max = max(len(s) for per_task in states for s in per_task)
-    env_state = np.full((n_tasks, steps, state_max), np.nan, dtype=np.float32)
-    for t in range(n_tasks):
-        for i, s in enumerate(states[t]):
-            env_state[t, i, : len(s)] = s
-    meta = {
-        "run": str(agent.run_dir),
-        "mode": agent.config.mode,
-        "seed": agent.seed,
-        "epoch": agent.epoch,
-        "atari": True,
-        **cfg.rollout_key(),
-    }
-    flat = lambda a: a.reshape(n_tasks * steps, *a.shape[2:])  # noqa: E731
-    return StateSet(
-        task_names=[task.label for task in tasks],
-        env_ids=[task.env_id for task in tasks],
-        n_actions=[int(n) for n in n_actions],
-        task=np.repeat(np.arange(n_tasks), steps),
-        obs=flat(obs),
-        env_state=flat(env_state),
-        episode=flat(episode),
-        step=flat(step),
-        action=flat(actions),
-        features=flat(feats).astype(np.float32),
-        q=flat(q).astype(np.float32),
-        meta=meta,
-    )
+    envs = [make_atari_env(task.env_id, agent.config.atari, record_states=True) for task in agent.tasks]
+    return roll_out(agent, cfg, envs, obs_dtype=np.uint8, state_dtype=np.float32, meta={"atari": True})
