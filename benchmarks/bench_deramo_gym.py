@@ -3,7 +3,6 @@
     python benchmarks/bench_deramo_gym.py                 # the full protocol: 50 epochs, 51 evaluations
     python benchmarks/bench_deramo_gym.py --epochs 5      # a shorter measurement
     python benchmarks/bench_deramo_gym.py --threads 2 --no-background-eval
-    python benchmarks/bench_deramo_gym.py --population 10 --epochs 3 --compile   # torch.compile'd update
 
 Prints learning env steps/s (all tasks), updates/s, evaluation steps, wall-clock and peak memory of this
 process and of the evaluation worker. The run folder goes to a temporary directory unless --keep PATH.
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mtdqn.config import Config, LearnerConfig, RunConfig, arch_preset, task_preset
+from mtdqn.config import Config, RunConfig, arch_preset, task_preset
 from mtdqn.runlog import read_metrics
 from mtdqn.train import Trainer
 
@@ -35,7 +34,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=RunConfig.torch_threads)
     parser.add_argument("--mode", choices=["multi", "single"], default="multi")
     parser.add_argument("--no-background-eval", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="the update through torch.compile")
     parser.add_argument("--keep", type=Path, help="write the run folder here instead of a temporary one")
     args = parser.parse_args()
 
@@ -43,7 +41,6 @@ def main() -> None:
         tasks=task_preset("deramo-gym"),
         mode=args.mode,
         network=arch_preset("deramo"),
-        learner=LearnerConfig(compile=args.compile),
         run=dataclasses.replace(
             RunConfig(),
             epochs=args.epochs,
@@ -61,17 +58,14 @@ def main() -> None:
         m = read_metrics(run_dir / "metrics.csv")
         last = m["epoch"] == m["epoch"].max()
         j = {str(n): float(m["J"][last & (m["task_name"] == n)].mean()) for n in m["task_name"][last]}
-        later = m["epoch"] >= 2  # epoch 1 includes one-off costs (oneDNN kernels; compiling with --compile)
+        later = m["epoch"] >= 2  # epoch 1 includes one-off costs (allocations, oneDNN kernels)
         later_rate = float(m["steps_per_s"][later].mean()) if later.any() else float("nan")
     n_tasks = len(config.tasks)
     learn_steps = args.epochs * config.run.steps_per_epoch * n_tasks * args.population
     train_s = trainer.wall_s
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(
-        f"torch {torch.__version__}, threads {args.threads}, background eval {not args.no_background_eval}, "
-        f"compile {args.compile}"
-    )
+    print(f"torch {torch.__version__}, threads {args.threads}, background eval {not args.no_background_eval}")
     print(
         f"epochs                      {args.epochs} x {config.run.steps_per_epoch} steps x {n_tasks} tasks"
         f" x {args.population} seeds"

@@ -118,7 +118,6 @@ _EXPERIMENT_OPTIONS = [
     "double_dqn",
     "optimizer",
     "precision",
-    "compile",
     "protocol",
     "noop_max",
     "sticky_actions",
@@ -265,13 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="fp32, or bf16: the update's forward and backward under bfloat16 autocast, weights and "
         "optimizer in float32 (about 1.4x faster for the Atari networks on a CPU with AVX512-BF16) "
         "(default: fp32)",
-    )
-    learn.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="run the update through torch.compile: fused kernels, ~2x faster for the small control "
-        "networks; needs a C++ compiler; compiling takes 15-30 s once (default: off)",
     )
     _add_atari_options(train)
     run = train.add_argument_group("run")
@@ -595,7 +587,6 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             double_dqn=args.double_dqn,
             optimizer=args.optimizer,
             precision=args.precision,
-            compile=args.compile,
         ),
         exploration=_pick(
             config.exploration,

@@ -104,9 +104,6 @@ class LearnerConfig:
     the Nature DQN's choice; ``adam_eps`` is then its epsilon, added outside the square root)."""
     rmsprop_decay: float = 0.95
     """Squared-gradient (and gradient) moving-average decay of ``rmsprop-centered``; unused by Adam."""
-    compile: bool = False
-    """Run the loss and its gradient through ``torch.compile`` (needs a C++ compiler on the CPU; about
-    15-30 s to compile once per run). Same maths; float rounding differs from the eager update."""
     precision: str = "fp32"
     """``fp32``, or ``bf16``: forward and backward under CPU/CUDA autocast to bfloat16 (weights, optimizer
     state, loss and TD targets stay float32). Measured 1.3x faster for the Atari update on the 2-core CPU."""
@@ -231,7 +228,7 @@ class Config:
             if data[key] is None:
                 data.pop(key)
         defaults = LearnerConfig()
-        for key in ("optimizer", "rmsprop_decay", "precision", "compile"):
+        for key in ("optimizer", "rmsprop_decay", "precision"):
             if data["learner"][key] == getattr(defaults, key):
                 data["learner"].pop(key)
         blob = json.dumps(data, sort_keys=True).encode()

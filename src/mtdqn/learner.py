@@ -8,8 +8,7 @@ For every member s, task t and sample b of a multi-task batch:
              (single-task mode: the sum over t of each task's own mean, i.e. T independent DQNs)
     one Adam step over all parameters; every C updates: Q_target <- Q_online (hard copy)
 
-``compile=True`` runs the same computation through ``torch.compile`` (fused kernels; float results
-differ from eager ones by rounding only). ``precision="bf16"`` runs the two forwards and the backward
+``precision="bf16"`` runs the two forwards and the backward
 under autocast (bfloat16 matmuls and convolutions, float32 accumulation); the loss, the targets, the
 weights and the optimizer stay float32.
 
@@ -47,8 +46,6 @@ class DQNLearner:
         self.optimizer = make_optimizer(online.parameters(), cfg, device)
         self._autocast = cfg.precision == "bf16"
         self._device_type = device.type
-        # torch.compile fuses the forward passes, the loss and their backward into generated kernels.
-        self._loss = torch.compile(self.loss, dynamic=False) if cfg.compile else self.loss
         self.n_updates = 0
         # Per-(member, task) sums of the loss and of Q(s, a) since the last call of pop_stats().
         shape = (online.n_members, online.n_tasks)
@@ -86,7 +83,7 @@ class DQNLearner:
 
     def update(self, batch: Batch) -> None:
         """One gradient step on the joint Huber loss, then the target copy when it is due."""
-        loss, per_task, q = self._loss(batch)
+        loss, per_task, q = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
