@@ -40,8 +40,8 @@ def test_unknown_game_is_a_one_line_user_error() -> None:
         game_group("no-such-group")
 
 
-def test_the_trainer_refuses_atari_tasks_with_a_clear_message() -> None:
-    with pytest.raises(UserError, match="Atari game; mtdqn train does not take Atari tasks yet"):
+def test_vector_task_builders_refuse_atari_games_with_a_clear_message() -> None:
+    with pytest.raises(UserError, match="is an Atari game: it is built by make_atari_env"):
         task_specs([TaskConfig("ALE/Pong-v5")])
 
 

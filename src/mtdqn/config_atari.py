@@ -105,7 +105,7 @@ class AtariProtocol:
 
     Steps are agent steps of one game (4 emulator frames each); a multi-task update draws ``batch_size``
     samples from every game. The integration with the trainer maps these onto the generic dataclasses
-    (see README, "Atari (in progress)").
+    (:func:`mtdqn.config.atari_run_config`).
     """
 
     name: str

@@ -32,8 +32,8 @@ def make_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
     """Create the environment of ``task`` with its horizon as a ``TimeLimit`` (no env checker)."""
     if task.env_id.startswith("ALE/"):
         raise UserError(
-            f"{task.env_id} is an Atari game; mtdqn train does not take Atari tasks yet (issue 5: their "
-            "environments, replay and networks are in mtdqn.tasks.atari, replay_frames and nets_atari)"
+            f"{task.env_id} is an Atari game: it is built by make_atari_env (mtdqn.tasks.atari) with a run's "
+            "Atari settings (mtdqn train --task ALE/... adds them), not as a vector task"
         )
     kwargs: dict = {"disable_env_checker": True}
     if task.horizon is not None:
@@ -84,8 +84,8 @@ def _check_spaces(task: TaskConfig, env: gym.Env) -> None:
         shape = getattr(obs, "shape", None)
         if isinstance(obs, gym.spaces.Box) and len(obs.shape) >= 2:
             raise UserError(
-                f"{task.env_id} has image observations {shape}; image (Atari) tasks are not supported "
-                "yet, use an environment with a flat vector observation"
+                f"{task.env_id} has image observations {shape}; the only image tasks mtdqn takes are ALE "
+                "games (ALE/<Game>-v5); use one of those or an environment with a flat vector observation"
             )
         raise UserError(
             f"{task.env_id} has a {type(obs).__name__} observation space of shape {shape}; mtdqn needs a "
