@@ -100,18 +100,27 @@ def run_evaluation(job: EvalJob) -> EvalResult:
         obs[:, t, 0, : o.shape[1]] = o
     for _ in range(job.n_steps):
         actions = masked_greedy(q_values(job.params, job.kinds, obs)[:, :, 0], job.action_mask)
-        if job.epsilon > 0:
-            actions = np.stack(
-                [epsilon_greedy(actions[m], job.epsilon, n_actions, rngs[m]) for m in range(n_members)]
-            )
+        actions = explore(actions, job.epsilon, n_actions, rngs)
         for t, env in enumerate(envs):
             out = env.step(actions[:, t])
             scores[t].add(out.reward, out.terminated | out.truncated)
             obs[:, t, 0, : out.obs.shape[1]] = out.obs
     for env in envs:
         env.close()
+    return scores_result(job.epoch, scores)
+
+
+def explore(actions: np.ndarray, eps: float, n_actions: np.ndarray, rngs: list) -> np.ndarray:
+    """Each member's greedy actions ``(S, T)`` made epsilon-greedy from its own stream (as is at 0)."""
+    if eps <= 0:
+        return actions
+    return np.stack([epsilon_greedy(actions[m], eps, n_actions, rngs[m]) for m in range(len(rngs))])
+
+
+def scores_result(epoch: int, scores: list[ScoreKeeper]) -> EvalResult:
+    """The scores of every task's keeper (one per task, S copies each) as an :class:`EvalResult`."""
     result = np.stack([keeper.result() for keeper in scores], axis=1)  # (S, T, 3)
-    return EvalResult(job.epoch, result[..., 0], result[..., 1], result[..., 2].astype(np.int64))
+    return EvalResult(epoch, result[..., 0], result[..., 1], result[..., 2].astype(np.int64))
 
 
 def _run_job(job) -> EvalResult:

@@ -17,8 +17,8 @@ import torch
 
 from mtdqn.config import TaskConfig
 from mtdqn.config_atari import AtariConfig, AtariNetworkConfig
-from mtdqn.evaluate import EvalResult, ScoreKeeper
-from mtdqn.policy import epsilon_greedy, masked_greedy
+from mtdqn.evaluate import EvalResult, ScoreKeeper, explore, scores_result
+from mtdqn.policy import masked_greedy
 from mtdqn.seeding import derive_rng, derive_seed
 
 
@@ -82,16 +82,11 @@ def _play(job: AtariEvalJob) -> EvalResult:
     obs_t = torch.from_numpy(obs)  # shares memory with obs: refreshed in place every step
     with torch.inference_mode():
         for _ in range(job.n_steps):
-            actions = masked_greedy(net(obs_t)[:, :, 0].numpy(), mask)
-            if job.epsilon > 0:
-                actions = np.stack(
-                    [epsilon_greedy(actions[m], job.epsilon, n_actions, rngs[m]) for m in range(n_members)]
-                )
+            actions = explore(masked_greedy(net(obs_t)[:, :, 0].numpy(), mask), job.epsilon, n_actions, rngs)
             for t, env in enumerate(envs):
                 out = env.step(actions[:, t])
                 scores[t].add(out.reward, out.terminated | out.truncated)
                 obs[:, t, 0] = out.obs
     for env in envs:
         env.close()
-    result = np.stack([keeper.result() for keeper in scores], axis=1)  # (S, T, 3)
-    return EvalResult(job.epoch, result[..., 0], result[..., 1], result[..., 2].astype(np.int64))
+    return scores_result(job.epoch, scores)
