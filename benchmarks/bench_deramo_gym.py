@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mtdqn.config import Config, RunConfig, arch_preset, task_preset
+from mtdqn.config import Config, LearnerConfig, RunConfig, arch_preset, task_preset
 from mtdqn.runlog import read_metrics
 from mtdqn.train import Trainer
 
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=RunConfig.torch_threads)
     parser.add_argument("--mode", choices=["multi", "single"], default="multi")
     parser.add_argument("--no-background-eval", action="store_true")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--keep", type=Path, help="write the run folder here instead of a temporary one")
     args = parser.parse_args()
 
@@ -41,6 +42,7 @@ def main() -> None:
         tasks=task_preset("deramo-gym"),
         mode=args.mode,
         network=arch_preset("deramo"),
+        learner=dataclasses.replace(LearnerConfig(), precision=args.precision),
         run=dataclasses.replace(
             RunConfig(),
             epochs=args.epochs,
@@ -65,7 +67,10 @@ def main() -> None:
     train_s = trainer.wall_s
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"torch {torch.__version__}, threads {args.threads}, background eval {not args.no_background_eval}")
+    print(
+        f"torch {torch.__version__}, threads {args.threads}, background eval {not args.no_background_eval},"
+        f" precision {args.precision}"
+    )
     print(
         f"epochs                      {args.epochs} x {config.run.steps_per_epoch} steps x {n_tasks} tasks"
         f" x {args.population} seeds"

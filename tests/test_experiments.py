@@ -157,6 +157,8 @@ def test_a_rerun_with_other_options_is_refused(finished: Path, extra, needle, ca
         (["deramo-gym", "--seeds", "2", "--ray-address", "auto"], "needs --backend ray"),
         (["deramo-gym", "--seeds", "2", "--name", "taken"], "is not an experiment folder"),
         (["deramo-gym", "--seeds", "2", "--backend", "ray"], 'pip install "mtdqn[ray]"'),
+        (["deramo-gym", "--seeds", "2", "--backend", "ray", "--jobs", "2"], "--jobs is for --backend local"),
+        (["deramo-gym", "--seeds", "2", "--jobs", "0"], "not a positive integer"),
     ],
 )
 def test_experiment_mistakes_give_one_line_and_exit_code_2(
@@ -220,3 +222,11 @@ def test_ray_backend_runs_each_group_as_a_task_and_retries_a_lost_worker(
     ours, local = _rows(results), _rows(finished / "results.csv")
     assert [r.pop("group") for r in ours] == [f"{r.pop('group').split('-')[0]}-seeds0-1" for r in local]
     assert ours == local
+
+
+def test_local_backend_with_two_jobs_gives_the_same_results(tmp_path: Path, finished: Path, monkeypatch):
+    """Four groups, two at a time in worker processes with one learner thread each: same numbers."""
+    monkeypatch.setenv(ENV_VAR, str(finished.parent / "ref"))
+    assert _experiment(tmp_path, "--jobs", "2") == 0
+    folder = tmp_path / "deramo-gym"
+    assert (folder / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import small_config
 
+from mtdqn.config import Config, RunConfig, task_preset
 from mtdqn.errors import UserError
 from mtdqn.train import Trainer
 
@@ -144,3 +146,26 @@ def test_numpy_vector_tasks_give_the_same_run_as_single_environments(tmp_path: P
     names = [type(env).__name__ for env in vectorised.envs]
     assert names == ["CartPoleVector", "AcrobotVector", "CarOnHillVector"]
     assert _metrics(loop.run_dir) == _metrics(vectorised.run_dir)
+
+
+def test_a_run_gives_the_same_weights_with_one_or_two_learner_threads(tmp_path: Path) -> None:
+    """What lets a backend pick the thread count (``--jobs``, Ray) without changing any number."""
+    weights = []
+    for threads in (1, 2):
+        config = Config(
+            tasks=task_preset("deramo-gym"),
+            mode="multi",
+            run=dataclasses.replace(
+                RunConfig(),
+                epochs=1,
+                steps_per_epoch=200,
+                eval_steps=50,
+                seeds=[0, 1, 2],
+                torch_threads=threads,
+                background_eval=False,
+            ),
+        )
+        trainer = Trainer.create(config, tmp_path / f"threads{threads}", progress=False)
+        trainer.run()
+        weights.append([p.detach().clone() for p in trainer.net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))

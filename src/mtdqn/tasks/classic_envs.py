@@ -2,9 +2,14 @@
 
 Both follow the versions in MushroomRL used by D'Eramo et al. (2020): the same parameters, rewards and
 terminal conditions. MushroomRL integrates the dynamics with ``scipy.integrate.odeint``; here they are
-integrated with fixed-step classical Runge-Kutta (RK4; 20 substeps for the car, 15 for the pendulum) in
-plain Python floats, which is much faster and agrees with a tight adaptive solver to well below 1e-6 per
-step (see ``tests/test_classic_envs.py``).
+integrated with fixed-step classical Runge-Kutta (RK4; 20 substeps for the car, 15 for the pendulum) on
+float64 scalars, which agrees with a tight adaptive solver to well below 1e-6 per step (see
+``tests/test_classic_envs.py``). The integrators are compiled with Numba (``njit``, cached on disk): a step
+costs about 1 us instead of 25-30 us in CPython, and ``*_step_many`` steps N copies in one call for the
+vector tasks. Numba evaluates the same IEEE float64 operations in the same order (no fast-math, so no
+reassociation or fused multiply-add; ``sqrt`` is correctly rounded, ``sin``/``cos`` come from the same libm),
+so the results are bit-identical to running these functions as plain Python (tested with
+``NUMBA_DISABLE_JIT=1``).
 
 Car-On-Hill's acceleration is discontinuous at ``p = 0`` (the hill's second derivative jumps from 2 to 0),
 so a substep that crosses ``p = 0`` is split exactly at the crossing and each part is integrated with the
@@ -20,6 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from numba import njit
 
 __all__ = [
     "CAR_ON_HILL_ID",
@@ -27,8 +33,10 @@ __all__ = [
     "CarOnHill",
     "InvertedPendulumDiscrete",
     "car_on_hill_step",
+    "car_on_hill_step_many",
     "hill",
     "pendulum_step",
+    "pendulum_step_many",
     "register_envs",
 ]
 
@@ -36,6 +44,9 @@ CAR_ON_HILL_ID = "mtdqn/CarOnHill-v0"
 INVERTED_PENDULUM_ID = "mtdqn/InvertedPendulumDiscrete-v0"
 
 _RENDER_SIZE = 200
+
+_jit = njit(cache=True)
+"""Compile to machine code on first use (cached in ``__pycache__``); IEEE semantics, no fast-math."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -50,6 +61,7 @@ def hill(p: float) -> float:
     return p / math.sqrt(1.0 + 5.0 * p * p)
 
 
+@_jit
 def _car_accel(p: float, v: float, u: float, m: float, g: float, left: bool) -> float:
     """dv/dt using the hill formula of the left (``p < 0``) or right (``p >= 0``) side, whatever ``p`` is."""
     if left:
@@ -63,6 +75,7 @@ def _car_accel(p: float, v: float, u: float, m: float, g: float, left: bool) -> 
     return (u - g * m * h1 - v * v * m * h1 * h2) / (m * (1.0 + h1 * h1))
 
 
+@_jit
 def _car_rk4(p: float, v: float, u: float, m: float, g: float, h: float, left: bool) -> tuple[float, float]:
     """One RK4 step of length ``h`` with the hill formula of one side held fixed."""
     hh = 0.5 * h
@@ -79,6 +92,7 @@ def _car_rk4(p: float, v: float, u: float, m: float, g: float, h: float, left: b
     )
 
 
+@_jit
 def _car_substep(p: float, v: float, u: float, m: float, g: float, h: float) -> tuple[float, float]:
     """Advance by ``h``, splitting the step where the trajectory crosses ``p = 0``."""
     left = p < 0.0
@@ -119,14 +133,55 @@ def _car_substep(p: float, v: float, u: float, m: float, g: float, h: float) -> 
     return _car_rk4(p, v, u, m, g, remaining, left)
 
 
-def car_on_hill_step(
-    p: float, v: float, u: float, m: float = 1.0, g: float = 9.81, dt: float = 0.1, n_substeps: int = 20
+@_jit
+def _car_on_hill_step(
+    p: float, v: float, u: float, m: float, g: float, dt: float, n_substeps: int
 ) -> tuple[float, float]:
-    """Integrate the Car-On-Hill ODE from ``(p, v)`` under constant force ``u`` for ``dt`` seconds."""
     h = dt / n_substeps
     for _ in range(n_substeps):
         p, v = _car_substep(p, v, u, m, g, h)
     return p, v
+
+
+def car_on_hill_step(
+    p: float, v: float, u: float, m: float = 1.0, g: float = 9.81, dt: float = 0.1, n_substeps: int = 20
+) -> tuple[float, float]:
+    """Integrate the Car-On-Hill ODE from ``(p, v)`` under constant force ``u`` for ``dt`` seconds."""
+    return _car_on_hill_step(float(p), float(v), float(u), float(m), float(g), float(dt), int(n_substeps))
+
+
+@_jit
+def _car_on_hill_step_many(
+    p: np.ndarray, v: np.ndarray, u: np.ndarray, m: float, g: float, dt: float, n_substeps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    new_p = np.empty_like(p)
+    new_v = np.empty_like(v)
+    for i in range(p.shape[0]):
+        pi, vi = _car_on_hill_step(p[i], v[i], u[i], m, g, dt, n_substeps)
+        new_p[i] = pi
+        new_v[i] = vi
+    return new_p, new_v
+
+
+def car_on_hill_step_many(
+    p: np.ndarray,
+    v: np.ndarray,
+    u: np.ndarray,
+    m: float = 1.0,
+    g: float = 9.81,
+    dt: float = 0.1,
+    n_substeps: int = 20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`car_on_hill_step` for each row of (N,) float64 arrays (the same numbers, one compiled loop)."""
+    return _car_on_hill_step_many(*_float_rows(p, v, u), float(m), float(g), float(dt), int(n_substeps))
+
+
+def _float_rows(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Contiguous float64 copies of equal-length 1-D arrays (one compiled signature for every caller)."""
+    out = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+    if any(a.ndim != 1 or a.shape != out[0].shape for a in out):
+        raise ValueError(f"expected 1-D arrays of one length, got shapes {[a.shape for a in out]}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,6 +189,7 @@ def car_on_hill_step(
 # ---------------------------------------------------------------------------------------------------------
 
 
+@_jit
 def _pend_accel(
     theta: float, omega: float, u: float, lham: float, alpha: float, g: float, length: float
 ) -> float:
@@ -141,6 +197,35 @@ def _pend_accel(
     c = math.cos(theta)
     s = math.sin(theta)
     return (g * s - lham * omega * omega * s * c - alpha * c * u) / (2.0 / 3.0 * length - lham * c * c)
+
+
+@_jit
+def _pendulum_step(
+    theta: float,
+    omega: float,
+    u: float,
+    m: float,
+    M: float,
+    l: float,  # noqa: E741
+    g: float,
+    dt: float,
+    n_substeps: int,
+) -> tuple[float, float]:
+    alpha = 1.0 / (m + M)
+    lham = alpha * m * l * 0.5
+    h = dt / n_substeps
+    hh = 0.5 * h
+    for _ in range(n_substeps):
+        a1 = _pend_accel(theta, omega, u, lham, alpha, g, l)
+        w2 = omega + hh * a1
+        a2 = _pend_accel(theta + hh * omega, w2, u, lham, alpha, g, l)
+        w3 = omega + hh * a2
+        a3 = _pend_accel(theta + hh * w2, w3, u, lham, alpha, g, l)
+        w4 = omega + h * a3
+        a4 = _pend_accel(theta + h * w3, w4, u, lham, alpha, g, l)
+        theta += h / 6.0 * (omega + 2.0 * w2 + 2.0 * w3 + w4)
+        omega += h / 6.0 * (a1 + 2.0 * a2 + 2.0 * a3 + a4)
+    return theta, omega
 
 
 def pendulum_step(
@@ -158,21 +243,45 @@ def pendulum_step(
 
     The angle is not wrapped here.
     """
-    alpha = 1.0 / (m + M)
-    lham = alpha * m * l * 0.5
-    h = dt / n_substeps
-    hh = 0.5 * h
-    for _ in range(n_substeps):
-        a1 = _pend_accel(theta, omega, u, lham, alpha, g, l)
-        w2 = omega + hh * a1
-        a2 = _pend_accel(theta + hh * omega, w2, u, lham, alpha, g, l)
-        w3 = omega + hh * a2
-        a3 = _pend_accel(theta + hh * w2, w3, u, lham, alpha, g, l)
-        w4 = omega + h * a3
-        a4 = _pend_accel(theta + h * w3, w4, u, lham, alpha, g, l)
-        theta += h / 6.0 * (omega + 2.0 * w2 + 2.0 * w3 + w4)
-        omega += h / 6.0 * (a1 + 2.0 * a2 + 2.0 * a3 + a4)
-    return theta, omega
+    params = (float(m), float(M), float(l), float(g), float(dt), int(n_substeps))
+    return _pendulum_step(float(theta), float(omega), float(u), *params)
+
+
+@_jit
+def _pendulum_step_many(
+    theta: np.ndarray,
+    omega: np.ndarray,
+    u: np.ndarray,
+    m: float,
+    M: float,
+    l: float,  # noqa: E741
+    g: float,
+    dt: float,
+    n_substeps: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    new_theta = np.empty_like(theta)
+    new_omega = np.empty_like(omega)
+    for i in range(theta.shape[0]):
+        th, om = _pendulum_step(theta[i], omega[i], u[i], m, M, l, g, dt, n_substeps)
+        new_theta[i] = th
+        new_omega[i] = om
+    return new_theta, new_omega
+
+
+def pendulum_step_many(
+    theta: np.ndarray,
+    omega: np.ndarray,
+    u: np.ndarray,
+    m: float = 2.0,
+    M: float = 8.0,
+    l: float = 0.5,  # noqa: E741
+    g: float = 9.8,
+    dt: float = 0.1,
+    n_substeps: int = 15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pendulum_step` for each row of (N,) float64 arrays (the same numbers, one compiled loop)."""
+    params = (float(m), float(M), float(l), float(g), float(dt), int(n_substeps))
+    return _pendulum_step_many(*_float_rows(theta, omega, u), *params)
 
 
 def _wrap_angle(x: float) -> float:

@@ -53,10 +53,11 @@ def make_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
     return env
 
 
-NUMPY_VECTOR_MIN_COPIES = {"gym": 4, "classic": 30}
-"""From this many copies on, a task with a numpy implementation uses it; below, a loop of single envs is
-faster (measured crossovers: ~4 copies for CartPole/Acrobot/MountainCar, ~25-30 for Car-On-Hill and the
-pendulum, whose RK4 substeps cost ~1,400 numpy calls per step). Both give bit-identical numbers (tested)."""
+NUMPY_VECTOR_MIN_COPIES = {"gym": 4, "classic": 8}
+"""From this many copies on, a task with a vector implementation uses it; below, a loop of single envs is
+faster (measured crossovers: ~4 copies for CartPole/Acrobot/MountainCar, ~8-10 for Car-On-Hill and the
+pendulum, whose vector tasks spend ~20 us per step on bookkeeping around the compiled integrators). Both
+give bit-identical numbers (tested)."""
 
 
 def make_vector_task(task: TaskConfig, n: int) -> VectorTask:
