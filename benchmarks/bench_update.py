@@ -1,0 +1,79 @@
+"""Time of one ``DQNLearner.update`` (the paper's networks and batch) for a population, without environments.
+
+    python benchmarks/bench_update.py --population 10 --threads 1
+    python benchmarks/bench_update.py --population 10 --threads 1 --mode single --precision bf16
+    python benchmarks/bench_update.py --population 10 --profile     # add PyTorch's operator table
+
+The batch is random (the update's cost does not depend on the numbers): ``batch_size`` samples per task
+and member of the ``deramo-gym`` tasks. Prints the mean time per update of each of ``--repeats`` runs of
+``--updates`` updates after a warm-up, and the best of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+from mtdqn.config import LearnerConfig, arch_preset, task_preset
+from mtdqn.learner import DQNLearner
+from mtdqn.nets import MultiTaskQNetwork
+from mtdqn.replay import Batch
+from mtdqn.tasks import task_specs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--population", type=int, default=10)
+    parser.add_argument("--mode", choices=["multi", "single"], default="multi")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--updates", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    specs = task_specs(task_preset("deramo-gym"))
+    net = MultiTaskQNetwork(
+        specs, arch_preset("deramo"), share=args.mode == "multi", n_members=args.population, seeds=0
+    )
+    cfg = dataclasses.replace(LearnerConfig(), precision=args.precision)
+    learner = DQNLearner(net, [s.gamma for s in specs], cfg)
+    shape = (args.population, len(specs), cfg.batch_size)
+    gen = torch.Generator().manual_seed(0)
+    batch = Batch(
+        obs=torch.randn(*shape, net.obs_max, generator=gen),
+        action=torch.randint(0, min(net.n_actions), shape, generator=gen),
+        reward=torch.randn(*shape, generator=gen),
+        next_obs=torch.randn(*shape, net.obs_max, generator=gen),
+        terminal=(torch.rand(*shape, generator=gen) < 0.05).float(),
+    )
+    for _ in range(20):
+        learner.update(batch)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(args.updates):
+            learner.update(batch)
+        times.append((time.perf_counter() - start) / args.updates * 1e3)
+    print(
+        f"{args.mode}, {args.population} seeds, {args.threads} thread(s), {args.precision}: ms per update "
+        + ", ".join(f"{t:.2f}" for t in times)
+        + f" (best {min(times):.2f})"
+    )
+    if args.profile:
+        from torch.profiler import profile
+
+        with profile() as prof:
+            for _ in range(args.updates):
+                learner.update(batch)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+if __name__ == "__main__":
+    main()
