@@ -177,7 +177,7 @@ def car_on_hill_step_many(
 
 
 def _float_rows(*arrays: np.ndarray) -> list[np.ndarray]:
-    """Contiguous float64 copies of equal-length 1-D arrays (one compiled signature for every caller)."""
+    """The arrays as contiguous float64 1-D arrays of one length (one compiled signature for every caller)."""
     out = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
     if any(a.ndim != 1 or a.shape != out[0].shape for a in out):
         raise ValueError(f"expected 1-D arrays of one length, got shapes {[a.shape for a in out]}")
