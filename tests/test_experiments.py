@@ -230,3 +230,29 @@ def test_local_backend_with_two_jobs_gives_the_same_results(tmp_path: Path, fini
     assert _experiment(tmp_path, "--jobs", "2") == 0
     folder = tmp_path / "deramo-gym"
     assert (folder / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
+
+
+def test_a_partial_report_covers_the_finished_groups_only(tmp_path: Path, finished: Path, capsys) -> None:
+    import shutil
+
+    folder = tmp_path / "deramo-gym"
+    shutil.copytree(finished, folder)
+    (folder / "results.csv").unlink()
+    unfinished = folder / "runs" / "DQN-seed1" / "metrics.csv"
+    lines = unfinished.read_text().splitlines()
+    unfinished.write_text("\n".join(line for line in lines if not line.startswith("2,")) + "\n")  # no epoch 2
+    assert main(["report", str(folder), "--partial", "--no-reference"]) == 0
+    want = [r for r in _rows(finished / "results.csv") if r["group"] != "DQN-seed1"]
+    assert _rows(folder / "partial" / "results.csv") == want
+    report = (folder / "partial" / "report" / "report.md").read_text()
+    assert "Partial report: 3 of 4 groups finished" in report and "DQN (1 seed)" in report
+    assert (folder / "partial" / "report" / "summary.csv").is_file()
+    assert not (folder / "results.csv").exists()  # the full results are not written by a partial report
+
+    for group in ("MDQN-seed0", "MDQN-seed1", "DQN-seed0"):
+        (folder / "runs" / group / "metrics.csv").unlink()
+    with pytest.raises(SystemExit) as exc:
+        raise SystemExit(main(["report", str(folder), "--partial"]))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no group of" in err and "has finished yet (0 of 4)" in err

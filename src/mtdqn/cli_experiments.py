@@ -132,6 +132,12 @@ def add_parsers(sub) -> None:
     rep.add_argument(
         "--baseline", metavar="ARM", help="arm the others are compared with (default: the experiment's)"
     )
+    rep.add_argument(
+        "--partial",
+        action="store_true",
+        help="report the groups finished so far (an experiment still running or stopped): writes "
+        "FOLDER/partial/results.csv and FOLDER/partial/report/",
+    )
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -180,7 +186,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from mtdqn.experiment_report import make_report
 
-    print(make_report(Path(args.folder), args.reference, not args.no_reference, args.baseline))
+    print(make_report(Path(args.folder), args.reference, not args.no_reference, args.baseline, args.partial))
 
 
 COMMANDS = {"experiment": cmd_experiment, "report": cmd_report}

@@ -30,7 +30,7 @@ import numpy as np
 from mtdqn.errors import UserError
 from mtdqn.reference import find_reference, load_published
 from mtdqn.runlog import atomic_write_bytes, safe_name, t_half_width
-from mtdqn.runner import MANIFEST, RESULTS, read_manifest
+from mtdqn.runner import MANIFEST, PARTIAL, RESULTS, gather_finished, read_manifest
 
 CHECK_EPOCHS = (10, 25, 50)
 AUC_LAST_EPOCH = 50
@@ -334,23 +334,46 @@ def save_png(fig, path: Path) -> Path:
     return path
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def make_report(
-    folder: Path, reference: Path | None = None, use_reference: bool = True, baseline: str | None = None
+    folder: Path,
+    reference: Path | None = None,
+    use_reference: bool = True,
+    baseline: str | None = None,
+    partial: bool = False,
 ) -> Path:
-    """Write ``folder/report/`` from ``folder/results.csv``; returns the path of report.md."""
+    """Write ``folder/report/`` from ``folder/results.csv``; returns the path of report.md.
+
+    ``partial``: gather the groups finished so far into ``folder/partial/results.csv`` first and write
+    ``folder/partial/report/`` from it (for an experiment still running or stopped)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; give an experiment folder (e.g. experiments/deramo-gym)")
-    results = read_results(folder / RESULTS)
+    base, manifest_link, partial_line = folder, f"../{MANIFEST}", None
+    if partial:
+        _, n_done, n_total = gather_finished(folder)
+        base, manifest_link = folder / PARTIAL, f"../../{MANIFEST}"
+        partial_line = (
+            f"**Partial report: {n_done} of {n_total} groups finished**; the unfinished groups are left out. "
+            "`mtdqn report` without `--partial` writes the full report once all have finished."
+        )
+    results = read_results(base / RESULTS)
     manifest = read_manifest(folder) or {}
     arms = list(dict.fromkeys(arm for per_task in results.values() for arm in per_task))
+    explicit = baseline is not None
     baseline = baseline or manifest.get("baseline")
     if baseline is not None and baseline not in arms:
-        raise UserError(
-            f"baseline arm {baseline!r} is not in {folder / RESULTS}; use one of {', '.join(arms)}"
-        )
+        if partial and not explicit:
+            baseline = None  # no group of the baseline arm has finished yet: no comparison with it
+        else:
+            raise UserError(
+                f"baseline arm {baseline!r} is not in {base / RESULTS}; use one of {', '.join(arms)}"
+            )
     ref = find_reference(reference) if use_reference else None
-    out_dir = folder / REPORT
+    out_dir = base / REPORT
     rows = summarize(results, ref, baseline)
     write_summary_csv(rows, out_dir / "summary.csv")
     has_ref = ref is not None and any(r["paper_n"] for r in rows)
@@ -362,11 +385,16 @@ def make_report(
     lines = [f"# Experiment {name}", ""]
     if manifest.get("description"):
         lines += [manifest["description"], ""]
+    if partial_line:
+        lines += [partial_line, ""]
     n_seeds = {arm: max(len(results[t][arm].seeds) for t in results if arm in results[t]) for arm in arms}
     last = max(int(r["last_epoch"]) for r in rows)
+    arm_list = ", ".join(f"{a} ({_count(n_seeds[a], 'seed')})" for a in arms)
     lines.append(
-        f"Arms: {', '.join(f'{a} ({n_seeds[a]} seeds)' for a in arms)}; epochs 0-{last}; "
-        f"data: [`{RESULTS}`](../{RESULTS})" + (f", [`{MANIFEST}`](../{MANIFEST})" if manifest else "") + "."
+        f"Arms: {arm_list}; epochs 0-{last}; "
+        f"data: [`{RESULTS}`](../{RESULTS})"
+        + (f", [`{MANIFEST}`]({manifest_link})" if manifest else "")
+        + "."
     )
     lines.append("")
     if ref is None:

@@ -5,6 +5,8 @@
                                             together as a population)
     experiments/<name>/results.csv          one row per (arm, seed, task, epoch), gathered from the runs
     experiments/<name>/report/              written by :mod:`mtdqn.experiment_report` from results.csv
+    experiments/<name>/partial/             results.csv and report/ of the finished groups only
+                                            (``mtdqn report --partial``, while or after a run stops)
 
 The seeds of every arm are split into groups of at most ``group_size`` consecutive seeds. A group whose run
 folder already holds its last epoch is kept as it is; any other group is resumed from its checkpoint (or
@@ -32,6 +34,8 @@ from mtdqn.runlog import atomic_write_bytes
 
 MANIFEST = "experiment.json"
 RESULTS = "results.csv"
+PARTIAL = "partial"
+"""Subfolder of ``mtdqn report --partial``: results.csv and report/ of the groups finished so far."""
 RUNS = "runs"
 RESULT_COLUMNS = ["arm", "seed", "task", "task_index", "epoch", "J", "return", "episodes", "group"]
 _COMPARED = ("experiment", "mtdqn_version", "epochs", "seeds", "group_size", "overrides", "arms", "groups")
@@ -196,8 +200,30 @@ def arm_stages(experiment: Experiment) -> dict[str, int]:
     return stage
 
 
-def gather_results(folder: Path, groups: list[Group], epochs: int) -> Path:
-    """Write ``results.csv`` from the groups' metrics.csv: rows in arm, seed, task, epoch order."""
+def gather_finished(folder: Path) -> tuple[Path, int, int]:
+    """Write ``folder/partial/results.csv`` from the groups that have finished so far (an experiment still
+    running, or stopped); returns its path and the numbers of finished and planned groups."""
+    from mtdqn.experiments import run_is_complete
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise UserError(
+            f"{folder} holds no {MANIFEST}; give an experiment folder (e.g. experiments/deramo-gym)"
+        )
+    groups = [Group(g["arm"], tuple(g["seeds"]), g["folder"]) for g in manifest["groups"]]
+    epochs = int(manifest["epochs"])
+    done = [g for g in groups if run_is_complete(folder / g.folder, list(g.seeds), epochs)]
+    if not done:
+        raise UserError(
+            f"no group of {folder} has finished yet (0 of {len(groups)}); a partial report needs at least one"
+        )
+    return gather_results(folder, done, epochs, folder / PARTIAL / RESULTS), len(done), len(groups)
+
+
+def gather_results(folder: Path, groups: list[Group], epochs: int, path: Path | None = None) -> Path:
+    """Write ``results.csv`` (or ``path``) from the groups' metrics.csv: rows in arm, seed, task, epoch
+    order."""
     arm_order = {arm: k for k, arm in enumerate(dict.fromkeys(g.arm for g in groups))}
     rows = []
     for group in groups:
@@ -223,6 +249,6 @@ def gather_results(folder: Path, groups: list[Group], epochs: int) -> Path:
     writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    path = folder / RESULTS
+    path = path or folder / RESULTS
     atomic_write_bytes(path, buf.getvalue().encode())
     return path
