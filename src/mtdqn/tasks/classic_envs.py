@@ -5,7 +5,7 @@ terminal conditions. MushroomRL integrates the dynamics with ``scipy.integrate.o
 integrated with fixed-step classical Runge-Kutta (RK4; 20 substeps for the car, 15 for the pendulum) on
 float64 scalars, which agrees with a tight adaptive solver to well below 1e-6 per step (see
 ``tests/test_classic_envs.py``). The integrators are compiled with Numba (``njit``, cached on disk): a step
-costs about 1 us instead of 25-30 us in CPython, and ``*_step_many`` steps N copies in one call for the
+costs 1-2 us instead of 25-30 us in CPython, and ``*_step_many`` steps N copies in one call for the
 vector tasks. Numba evaluates the same IEEE float64 operations in the same order (no fast-math, so no
 reassociation or fused multiply-add; ``sqrt`` is correctly rounded, ``sin``/``cos`` come from the same libm),
 so the results are bit-identical to running these functions as plain Python (tested with
