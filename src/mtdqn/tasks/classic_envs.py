@@ -150,19 +150,6 @@ def car_on_hill_step(
     return _car_on_hill_step(float(p), float(v), float(u), float(m), float(g), float(dt), int(n_substeps))
 
 
-@_jit
-def _car_on_hill_step_many(
-    p: np.ndarray, v: np.ndarray, u: np.ndarray, m: float, g: float, dt: float, n_substeps: int
-) -> tuple[np.ndarray, np.ndarray]:
-    new_p = np.empty_like(p)
-    new_v = np.empty_like(v)
-    for i in range(p.shape[0]):
-        pi, vi = _car_on_hill_step(p[i], v[i], u[i], m, g, dt, n_substeps)
-        new_p[i] = pi
-        new_v[i] = vi
-    return new_p, new_v
-
-
 def car_on_hill_step_many(
     p: np.ndarray,
     v: np.ndarray,
@@ -173,7 +160,22 @@ def car_on_hill_step_many(
     n_substeps: int = 20,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`car_on_hill_step` for each row of (N,) float64 arrays (the same numbers, one compiled loop)."""
-    return _car_on_hill_step_many(*_float_rows(p, v, u), float(m), float(g), float(dt), int(n_substeps))
+    params = (float(m), float(g), float(dt), int(n_substeps))
+    return _step_rows(_car_on_hill_step, *_float_rows(p, v, u), params)
+
+
+@_jit
+def _step_rows(
+    step, x: np.ndarray, y: np.ndarray, u: np.ndarray, params: tuple
+) -> tuple[np.ndarray, np.ndarray]:
+    """``step(x[i], y[i], u[i], *params)`` for every row: one compiled loop for either integrator."""
+    new_x = np.empty_like(x)
+    new_y = np.empty_like(y)
+    for i in range(x.shape[0]):
+        xi, yi = step(x[i], y[i], u[i], *params)
+        new_x[i] = xi
+        new_y[i] = yi
+    return new_x, new_y
 
 
 def _float_rows(*arrays: np.ndarray) -> list[np.ndarray]:
@@ -247,27 +249,6 @@ def pendulum_step(
     return _pendulum_step(float(theta), float(omega), float(u), *params)
 
 
-@_jit
-def _pendulum_step_many(
-    theta: np.ndarray,
-    omega: np.ndarray,
-    u: np.ndarray,
-    m: float,
-    M: float,
-    l: float,  # noqa: E741
-    g: float,
-    dt: float,
-    n_substeps: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    new_theta = np.empty_like(theta)
-    new_omega = np.empty_like(omega)
-    for i in range(theta.shape[0]):
-        th, om = _pendulum_step(theta[i], omega[i], u[i], m, M, l, g, dt, n_substeps)
-        new_theta[i] = th
-        new_omega[i] = om
-    return new_theta, new_omega
-
-
 def pendulum_step_many(
     theta: np.ndarray,
     omega: np.ndarray,
@@ -281,7 +262,7 @@ def pendulum_step_many(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`pendulum_step` for each row of (N,) float64 arrays (the same numbers, one compiled loop)."""
     params = (float(m), float(M), float(l), float(g), float(dt), int(n_substeps))
-    return _pendulum_step_many(*_float_rows(theta, omega, u), *params)
+    return _step_rows(_pendulum_step, *_float_rows(theta, omega, u), params)
 
 
 def _wrap_angle(x: float) -> float:
