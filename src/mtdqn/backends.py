@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 from mtdqn.errors import UserError
+from mtdqn.interrupts import Terminated, raise_on_sigterm, sigterm_received
 
 RAY_INSTALL_HINT = 'pip install "mtdqn[ray]"'
 
@@ -49,7 +50,9 @@ class LocalBackend:
         log(f"running {len(jobs)} groups, {workers} at a time, {threads} learner thread(s) each")
         context = multiprocessing.get_context("spawn")
         failures: list[str] = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=raise_on_sigterm
+        ) as pool:
             pending = {pool.submit(_run_job, _quiet(job, threads)): job for job in jobs}
             done_count = 0
             try:
@@ -64,11 +67,27 @@ class LocalBackend:
                             continue
                         done_count += 1
                         log(f"[{done_count}/{len(jobs)}] {job.label}: done")
-            except BaseException:
-                for future in pending:
-                    future.cancel()
+            except BaseException:  # Ctrl-C, SIGTERM (see mtdqn.interrupts) or a bug here
+                _stop(pool, pending)
                 raise
         _raise_failures(failures)
+
+
+def _stop(pool: ProcessPoolExecutor, pending: dict, grace_s: float = 10.0) -> None:
+    """Cancel the waiting groups; give the running ones ``grace_s`` to unwind, then SIGTERM their workers.
+
+    Ctrl-C in a terminal reaches every worker, which saves nothing more and returns within the grace
+    period; an interrupt sent to this process alone (``kill -INT``, a scheduler's SIGTERM) does not, so
+    the workers are sent SIGTERM, which each turns into an interrupt of its run (``raise_on_sigterm``):
+    its background evaluation is closed and its last finished epoch stays on disk."""
+    running = [future for future in pending if not future.cancel()]
+    _, still_running = wait(running, timeout=grace_s)
+    if still_running:
+        processes = getattr(pool, "_processes", None) or {}  # no public way to reach them before Python 3.14
+        for process in list(processes.values()):
+            if process.is_alive():
+                process.terminate()
+        wait(still_running, timeout=grace_s)
 
 
 def _quiet(job, threads: int):
@@ -86,6 +105,8 @@ def _raise_failures(failures: list[str]) -> None:
 
 
 def _run_job(job) -> str:
+    if sigterm_received():  # a group queued to this worker before it was told to stop
+        raise Terminated()
     job()
     return job.label
 

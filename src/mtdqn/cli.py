@@ -34,6 +34,7 @@ from mtdqn.config import (
 )
 from mtdqn.config_atari import ATARI_ARCHS, ATARI_PROTOCOLS, GAME_GROUPS, AtariConfig, game_group
 from mtdqn.errors import UserError
+from mtdqn.interrupts import exit_code, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from mtdqn.train import Trainer
@@ -799,6 +800,11 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with sigterm_as_interrupt():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         from mtdqn.cli_experiments import COMMANDS as EXPERIMENT_COMMANDS
 
@@ -814,12 +820,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"mtdqn {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print(
             "\ninterrupted; the last completed epoch is saved: continue with mtdqn train --resume RUN_DIR",
             file=sys.stderr,
         )
-        return 130
+        return exit_code(interrupt)
     return 0
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mtdqn.interrupts import exit_code
+
 
 def _seed_count_or_list(text: str) -> list[int]:
     """``10`` -> seeds 0..9; ``0-9``, ``3,5,7`` or ``0-4,10`` -> those seeds."""
@@ -173,12 +175,12 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
             sharing = analyze_experiment(folder, analysis, log)
             log(f"sharing metrics in {sharing}" if sharing else "no multi-task group to analyse")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print(
             "\ninterrupted; finished epochs and analyses are saved: run the same command again to continue",
             file=sys.stderr,
         )
-        raise SystemExit(130) from None
+        raise SystemExit(exit_code(interrupt)) from None
     report = make_report(folder)
     log(f"done: results in {results}, report in {report}")
 
