@@ -89,6 +89,21 @@ def test_batched_forward_equals_game_by_game_computation(arch: str) -> None:
     assert features.shape[:3] == (2, 2, 3)
 
 
+@pytest.mark.parametrize("arch", ["review-exp1", "review-mtqn"])
+def test_batched_gradients_equal_game_by_game_gradients(arch: str) -> None:
+    """Every parameter's gradient (the dense ones computed feature-major) matches the plain computation."""
+    obs = _frames(2, 2, 3)
+    for share in (True, False):
+        net = _net(arch, n_members=2, seeds=[4, 7], share=share)
+        grads = []
+        for forward in (net, lambda o, net=net: _reference_q(net, o)):
+            net.zero_grad(set_to_none=True)
+            forward(obs).square().sum().backward()
+            grads.append([p.grad.clone() for p in net.parameters()])
+        for ours, reference in zip(*grads, strict=True):
+            torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6)
+
+
 def test_features_are_the_last_shared_layer() -> None:
     obs = _frames(1, 2, 2)
     widths = {

@@ -14,7 +14,8 @@ Batch layout: the convolutions run on ``(B, T, S, C, H, W)`` memory, so a per-ga
 convolution over the ``T*S`` (game, member) groups and a shared layer one convolution over ``B*T`` images
 (grouped over members); no copy is needed between them. ``conv_mode="loop"`` runs one dense convolution per
 group instead (faster on the CPU: oneDNN's grouped convolution is ~10-40% slower there at T = 2-6). The
-dense layers run on ``(S, T, B, F)`` with one batched matmul each, as in :mod:`mtdqn.nets`.
+dense layers take and return ``(S, T, B, F)`` tensors with one batched matmul each, computed feature-major
+(``y^T = W x^T``) so that no weight gradient needs a transposing copy (see ``_dense``).
 
 Architectures (``arch``; spec review-code 3.1/3.3, deramo2020 1.4, Mnih et al. 2015), the Nature
 conv stack being 4->32 (8x8, stride 4), 32->64 (4x4, 2), 64->64 (3x3, 1) -> 3136:
@@ -256,16 +257,26 @@ class AtariQNetwork(nn.Module):
         return _ACT[layer.activation](y.view(n, t * s * layer.out_dim, *y.shape[-2:]))
 
     def _dense(self, i: int, x: torch.Tensor, s: int, t: int) -> torch.Tensor:
-        """Dense layer i on ``x`` of shape ``(S * T, B, in)``."""
+        """Dense layer i on ``x`` of shape ``(S, T, B, in)`` (any strides); returns ``(S, T, B, out)``.
+
+        Computed feature-major, ``y^T = W x^T + b`` with ``y^T`` of shape ``(groups, out, B)``: autograd then
+        produces the weight gradient ``dy^T x`` directly in the ``(out, in)`` layout of ``W``. The row-major
+        ``y = x W^T`` gives it as ``(in, out)`` and needs a transposing copy of the whole gradient, which
+        dominated the update of the large Atari dense layers (91 of 248 ms for ``review-mtqn``). The
+        returned tensor is a transposed view of ``y^T``; the next layer reads it without a copy."""
         layer, w, b = self.plan[i], self.weights[i], self.biases[i]
-        n = x.shape[1]
-        if w.dtype != x.dtype:  # under autocast: cast before transposing (a strided cast is ~3x slower)
+        n = x.shape[2]
+        if w.dtype != x.dtype:  # under autocast: cast the contiguous weights once per forward
             w, b = w.to(x.dtype), b.to(x.dtype)
-        if layer.shared:
-            y = torch.baddbmm(b, x.view(s, t * n, layer.in_dim), w.transpose(1, 2)).view(s * t, n, -1)
-        else:
-            w = w.view(s * t, layer.out_dim, layer.in_dim).transpose(1, 2)
-            y = torch.baddbmm(b.view(s * t, 1, layer.out_dim), x, w)
+        if layer.shared:  # one matmul per member over the rows of all its games
+            x_t = x.reshape(s, t * n, layer.in_dim).transpose(1, 2)
+            y_t = torch.baddbmm(b.transpose(1, 2), w, x_t)  # (S, out, T*B)
+            y = y_t.view(s, layer.out_dim, t, n).permute(0, 2, 3, 1)
+        else:  # one batched matmul over (member, game) groups, each with its own weights
+            x_t = x.reshape(s * t, n, layer.in_dim).transpose(1, 2)
+            w = w.view(s * t, layer.out_dim, layer.in_dim)
+            y_t = torch.baddbmm(b.view(s * t, 1, layer.out_dim).transpose(1, 2), w, x_t)  # (S*T, out, B)
+            y = y_t.view(s, t, layer.out_dim, n).transpose(2, 3)
         return _ACT[layer.activation](y)
 
     def _run(self, obs: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -290,11 +301,11 @@ class AtariQNetwork(nn.Module):
         while i < n_layers and self.plan[i].is_conv:
             x = self._conv(i, x, s, t, group_major=group_major and i == 0)
             i += 1
-        x = x.view(n, t, s, -1).permute(2, 1, 0, 3).contiguous().view(s * t, n, -1)
+        x = x.view(n, t, s, -1).permute(2, 1, 0, 3)  # (S, T, B, features), a view
         while i < n_layers:
             x = self._dense(i, x, s, t)
             i += 1
-        return x.view(s, t, n, -1)
+        return x
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Q values ``(S, T, B, A_max)`` of uint8 frame stacks ``(S, T, B, stack, H, W)``."""
@@ -302,7 +313,7 @@ class AtariQNetwork(nn.Module):
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Shared features ``(S, T, B, F)``: the output of the last shared layer."""
-        return self._run(obs, self.feature_layer + 1)
+        return self._run(obs, self.feature_layer + 1).contiguous()
 
     def parameter_count(self, count_padded_actions: bool = False) -> int:
         """Trainable parameters of one member that can affect a valid Q value.
