@@ -159,3 +159,15 @@ def test_rmsprop_centered_is_a_learner_option() -> None:
     assert isinstance(learner.optimizer, torch.optim.RMSprop)
     assert group["centered"] and (group["alpha"], group["eps"], group["momentum"]) == (0.9, 0.01, 0)
     assert isinstance(_learner().optimizer, torch.optim.Adam)
+
+
+def test_bf16_target_weights_give_the_targets_autocast_gives_float32_weights() -> None:
+    """bf16 keeps the target network in bfloat16 (cast once per sync): TD targets are bit-identical."""
+    learner = _learner(precision="bf16", target_update_every=2)
+    batch = _batch(learner.online)
+    learner.update(batch)
+    learner.update(batch)  # synced: target = the online weights after two updates, cast to bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in learner.target.parameters())
+    y_cached = learner.td_target(batch)
+    learner.target = copy.deepcopy(learner.online).requires_grad_(False)  # float32, cast by autocast
+    assert torch.equal(learner.td_target(batch), y_cached)

@@ -10,7 +10,7 @@ For every member s, task t and sample b of a multi-task batch:
 
 ``precision="bf16"`` runs the two forwards and the backward
 under autocast (bfloat16 matmuls and convolutions, float32 accumulation); the loss, the targets, the
-weights and the optimizer stay float32.
+online weights and the optimizer stay float32, and the target network holds its weights in bfloat16.
 
 Members are independent agents: the loss is summed over members and Adam is elementwise, so member k
 learns exactly as it would alone.
@@ -35,6 +35,10 @@ class DQNLearner:
         self.cfg = cfg
         self.online = online
         self.target = copy.deepcopy(online).requires_grad_(False)
+        if cfg.precision == "bf16":
+            # Autocast would cast the target's float32 weights to bfloat16 in every forward; they change only
+            # at a sync, so hold them in bfloat16 (the same rounding: the TD targets are bit-identical).
+            self.target.to(torch.bfloat16)
         device = online.action_mask.device
         self.gamma = torch.tensor(gammas, dtype=torch.float32, device=device).reshape(1, -1, 1)
         # 0 for a task's valid actions, -inf for its padded ones: added before every max over actions.
