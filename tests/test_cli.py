@@ -6,9 +6,11 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from conftest import alive, descendants, sigterm_when
 
 from mtdqn.cli import main
 
@@ -141,34 +143,18 @@ def test_seeds_train_a_population_in_one_run(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
 def test_sigterm_stops_a_run_and_its_evaluation_process_like_ctrl_c(tmp_path: Path) -> None:
-    import signal
-    import time
-
-    from conftest import alive, descendants
-
     assert TINY[:2] == ["--epochs", "1"]
     background_eval = [arg for arg in TINY[2:] if arg != "--no-background-eval"]
-    args = [
-        "train",
-        "--task",
-        "CartPole-v1",
-        "--runs-dir",
-        str(tmp_path),
-        "--epochs",
-        "500",
-        *background_eval,
-    ]
+    args = ["train", "--task", "CartPole-v1", "--epochs", "500", *background_eval]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mtdqn.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "mtdqn.cli", *args, "--runs-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     checkpoint = tmp_path / "CartPole-v1-multi-seed0" / "checkpoint.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() or not descendants(proc.pid):  # the background evaluation has started
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-        time.sleep(0.2)
-    children = descendants(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    # the background evaluation has started once the process has a child
+    err, children = sigterm_when(proc, lambda: checkpoint.exists() and bool(descendants(proc.pid)))
     assert proc.returncode == 143, err[-2000:]
     assert "interrupted; the last completed epoch is saved" in err and "Traceback" not in err
     time.sleep(1)

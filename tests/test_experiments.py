@@ -7,12 +7,15 @@ import dataclasses
 import functools
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import alive, descendants, fake_reference
+import torch
+from conftest import alive, fake_reference, sigterm_when
 
 import mtdqn.train
 from mtdqn.cli import main
@@ -261,10 +264,6 @@ def test_a_partial_report_covers_the_finished_groups_only(tmp_path: Path, finish
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
 def test_sigterm_to_the_driver_alone_stops_every_worker_and_keeps_finished_epochs(tmp_path: Path) -> None:
     """A scheduler's SIGTERM reaches the driver only: it stops its workers, each keeps its last epoch."""
-    import signal
-    import subprocess
-    import time
-
     args = ["experiment", "deramo-gym", "--seeds", "2", "--epochs", "500", "--group-size", "1", "--jobs", "2"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mtdqn.cli", *args, "--out", str(tmp_path), *TINY],
@@ -273,22 +272,15 @@ def test_sigterm_to_the_driver_alone_stops_every_worker_and_keeps_finished_epoch
         text=True,
     )
     runs = tmp_path / "deramo-gym" / "runs"
-    deadline = time.monotonic() + 120
-    while not all((runs / g / "checkpoint.pt").exists() for g in ("MDQN-seed0", "MDQN-seed1")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-        time.sleep(0.2)
-    workers = descendants(proc.pid)
+    started = ("MDQN-seed0", "MDQN-seed1")
+    err, workers = sigterm_when(proc, lambda: all((runs / g / "checkpoint.pt").exists() for g in started))
     assert len(workers) >= 2
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
     assert "interrupted; finished epochs and analyses are saved" in err
     assert "Traceback" not in err
     time.sleep(1)
     assert not [pid for pid in workers if alive(pid)]
-    for group in ("MDQN-seed0", "MDQN-seed1"):
-        import torch
-
+    for group in started:
         epoch = torch.load(runs / group / "checkpoint.pt", weights_only=True)["epoch"]
         epochs = {int(row["epoch"]) for row in _rows(runs / group / "metrics.csv")}
         # every epoch up to the checkpoint's is recorded (its own evaluation runs again on resume)
