@@ -10,7 +10,7 @@ from mtdqn.config import TaskConfig
 from mtdqn.config_atari import GAME_GROUPS, AtariConfig, game_group
 from mtdqn.errors import UserError
 from mtdqn.tasks import task_specs
-from mtdqn.tasks.atari import AtariVectorTask, atari_game, make_atari_env
+from mtdqn.tasks.atari import AtariVectorTask, atari_game, make_atari_env, step_games
 
 # Minimal action sets, spec review-code 3.3 ("verify at runtime").
 SPEC_ACTIONS = {
@@ -228,3 +228,29 @@ def test_a_copy_does_not_depend_on_the_other_copies() -> None:
         a, b = alone.step(actions[1:]), pair.step(actions)
         np.testing.assert_array_equal(a.obs[0], b.obs[1])
         assert a.reward[0] == b.reward[1] and a.terminated[0] == b.terminated[1]
+
+
+def test_games_stepped_in_parallel_equal_games_stepped_in_turn() -> None:
+    """step_games starts every game before collecting any; nothing of a game depends on that order."""
+    games = ["ALE/Pong-v5", "ALE/Breakout-v5"]
+    cfg = AtariConfig(max_episode_steps=150)  # truncations (a masked reset) happen inside the window
+    runs = []
+    for parallel in (False, True):
+        envs = [AtariVectorTask(game, 2, cfg, num_threads=1) for game in games]
+        for t, env in enumerate(envs):
+            env.reset([10 * t, 10 * t + 1])
+        rng = np.random.default_rng(3)
+        steps = []
+        for _ in range(400):
+            actions = np.stack([rng.integers(0, env.n_actions, 2) for env in envs], axis=1)
+            if parallel:
+                steps.append(step_games(envs, actions))
+            else:
+                steps.append([env.step(actions[:, t]) for t, env in enumerate(envs)])
+        runs.append(steps)
+    serial, parallel = runs
+    assert any(s.truncated.any() for row in serial for s in row)
+    for row_a, row_b in zip(serial, parallel, strict=True):
+        for a, b in zip(row_a, row_b, strict=True):
+            for field in ("next_obs", "obs", "reward", "terminated", "truncated", "learning_terminal"):
+                assert np.array_equal(getattr(a, field), getattr(b, field)), field

@@ -56,7 +56,7 @@ def run_atari_evaluation(job: AtariEvalJob) -> EvalResult:
 
 def _play(job: AtariEvalJob) -> EvalResult:
     from mtdqn.nets_atari import AtariQNetwork
-    from mtdqn.tasks.atari import AtariVectorTask
+    from mtdqn.tasks.atari import AtariVectorTask, step_games
 
     n_members, n_tasks = len(job.seeds), len(job.tasks)
     cfg = job.atari
@@ -83,8 +83,7 @@ def _play(job: AtariEvalJob) -> EvalResult:
     with torch.inference_mode():
         for _ in range(job.n_steps):
             actions = explore(masked_greedy(net(obs_t)[:, :, 0].numpy(), mask), job.epsilon, n_actions, rngs)
-            for t, env in enumerate(envs):
-                out = env.step(actions[:, t])
+            for t, out in enumerate(step_games(envs, actions)):
                 scores[t].add(out.reward, out.terminated | out.truncated)
                 obs[:, t, 0] = out.obs
     for env in envs:

@@ -4,7 +4,7 @@ The run is the control trainer's (warm-up, evaluation of the untrained network, 
 and updating with evaluation in the background, checkpoints, resuming), with these pieces swapped in:
 
 * tasks are ALE games, each stepped as one :class:`~mtdqn.tasks.atari.AtariVectorTask` holding the S
-  members' copies (ale-py's C++ vector env, one thread per game);
+  members' copies (ale-py's C++ vector env, one thread per game; the games step in parallel);
 * the observation is a uint8 frame stack ``(S, T, 1, 4, 84, 84)`` and acting runs the network's torch
   forward under ``inference_mode``;
 * the replay is a :class:`~mtdqn.replay_frames.FrameReplay`: every joint step stores one frame per game;
@@ -36,6 +36,7 @@ from mtdqn.policy import epsilon, masked_greedy
 from mtdqn.replay_frames import FrameReplay
 from mtdqn.runlog import MetricsTable, save_checkpoint
 from mtdqn.seeding import derive_rng, derive_seed
+from mtdqn.tasks.atari import step_games
 from mtdqn.tasks.control import TaskSpec
 from mtdqn.train import Trainer, resolve_device
 
@@ -158,7 +159,7 @@ class AtariTrainer(Trainer):
 
     def _step_envs(self, actions: np.ndarray) -> None:
         """Step every game's copies once (actions ``(S, T)``); store one frame per game in the replay."""
-        outs = [env.step(actions[:, t]) for t, env in enumerate(self.envs)]
+        outs = step_games(self.envs, actions)
         reward = np.stack([out.learning_reward for out in outs], axis=1)
         terminal = np.stack([out.learning_terminal for out in outs], axis=1)
         # Slot of this step: the newest frame of the stack the action was taken in.

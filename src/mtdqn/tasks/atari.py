@@ -303,10 +303,19 @@ class AtariVectorTask(VectorTask):
         return obs
 
     def step(self, actions: np.ndarray) -> AtariStep:
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions: np.ndarray) -> None:
+        """Start a step of every copy in ale-py's threads and return at once; :meth:`recv` collects it."""
         actions = np.asarray(actions, dtype=np.int64)
         if actions.shape != (self.n,):
             raise ValueError(f"expected {self.n} actions of shape ({self.n},), got shape {actions.shape}")
-        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self.env.send(actions)
+
+    def recv(self) -> AtariStep:
+        """Wait for the step started by :meth:`send` and return it (as :meth:`step` does)."""
+        obs, reward, terminated, truncated, info = self.env.recv()
         terminated = np.asarray(terminated, bool)
         self.elapsed += 1
         truncated = (self.elapsed >= self.horizon) & ~terminated
@@ -342,3 +351,14 @@ class AtariVectorTask(VectorTask):
 
     def __repr__(self) -> str:
         return f"AtariVectorTask({self.game.env_id}, n={self.n}, threads={self.num_threads})"
+
+
+def step_games(envs: Sequence[AtariVectorTask], actions: np.ndarray) -> list[AtariStep]:
+    """Step several games at once: ``actions[:, t]`` to ``envs[t]``, all started before any is collected.
+
+    Each game steps in its own ale-py threads, so the games run in parallel rather than one after another;
+    the result is the same as calling ``envs[t].step(actions[:, t])`` in turn.
+    """
+    for t, env in enumerate(envs):
+        env.send(actions[:, t])
+    return [env.recv() for env in envs]
