@@ -44,8 +44,9 @@ def _pend_rhs(_t: float, y: np.ndarray, u: float) -> list[float]:
     th, w = y
     m, big_m, length, g = 2.0, 8.0, 0.5, 9.8
     a = 1 / (m + big_m)
-    num = g * math.sin(th) - a * m * (length / 2) * w**2 * math.sin(2 * th) / 2 - a * math.cos(th) * u
-    return [w, num / ((2 / 3) * length - a * m * (length / 2) * math.cos(th) ** 2)]
+    # Lagoudakis & Parr (2003), l the pendulum's length, written as in MushroomRL (the paper's environment)
+    num = g * math.sin(th) - a * m * length * w**2 * math.sin(2 * th) / 2 - a * math.cos(th) * u
+    return [w, num / ((4 / 3) * length - a * m * length * math.cos(th) ** 2)]
 
 
 def _solve(rhs, y0: tuple[float, float], u: float) -> np.ndarray:
@@ -231,13 +232,14 @@ def test_pendulum_falls_without_force(seed: int) -> None:
     env.reset(seed=seed, options={"state": (0.3, 0.0)})
     steps = 0
     term = False
-    while not term and steps < 6:
+    while not term and steps < 10:
         _, r, term, trunc, _ = env.step(1)
         steps += 1
         assert not trunc
     assert term and r == -1.0
     assert abs(env.state[0]) > math.pi / 2
-    assert steps == 5  # observed for every seed tried: the noise (|u| <= 10) barely matters
+    # 6-7 steps (the noise, |u| <= 10, decides); the half-length formula used before fell in 5
+    assert steps == (6, 7, 6, 6)[seed]
 
 
 def _pendulum_trajectory(seed: int, n: int = 30) -> list[tuple[float, float]]:

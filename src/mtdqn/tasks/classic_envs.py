@@ -193,12 +193,17 @@ def _float_rows(*arrays: np.ndarray) -> list[np.ndarray]:
 
 @_jit
 def _pend_accel(
-    theta: float, omega: float, u: float, lham: float, alpha: float, g: float, length: float
+    theta: float, omega: float, u: float, mlalpha: float, alpha: float, g: float, length: float
 ) -> float:
-    """d(omega)/dt of the pendulum; ``lham`` is ``alpha * m * l / 2``."""
+    """d(omega)/dt of the pendulum: Lagoudakis & Parr (2003) as MushroomRL's InvertedPendulumDiscrete has it.
+
+    ``(g sin(theta) - alpha m l omega^2 sin(2 theta) / 2 - alpha cos(theta) u)
+    / (4 l / 3 - alpha m l cos(theta)^2)`` with ``l`` the pendulum's length (0.5) and ``mlalpha`` =
+    ``alpha * m * l``.
+    """
     c = math.cos(theta)
     s = math.sin(theta)
-    return (g * s - lham * omega * omega * s * c - alpha * c * u) / (2.0 / 3.0 * length - lham * c * c)
+    return (g * s - mlalpha * omega * omega * s * c - alpha * c * u) / (4.0 / 3.0 * length - mlalpha * c * c)
 
 
 @_jit
@@ -214,17 +219,17 @@ def _pendulum_step(
     n_substeps: int,
 ) -> tuple[float, float]:
     alpha = 1.0 / (m + M)
-    lham = alpha * m * l * 0.5
+    mlalpha = alpha * m * l
     h = dt / n_substeps
     hh = 0.5 * h
     for _ in range(n_substeps):
-        a1 = _pend_accel(theta, omega, u, lham, alpha, g, l)
+        a1 = _pend_accel(theta, omega, u, mlalpha, alpha, g, l)
         w2 = omega + hh * a1
-        a2 = _pend_accel(theta + hh * omega, w2, u, lham, alpha, g, l)
+        a2 = _pend_accel(theta + hh * omega, w2, u, mlalpha, alpha, g, l)
         w3 = omega + hh * a2
-        a3 = _pend_accel(theta + hh * w2, w3, u, lham, alpha, g, l)
+        a3 = _pend_accel(theta + hh * w2, w3, u, mlalpha, alpha, g, l)
         w4 = omega + h * a3
-        a4 = _pend_accel(theta + h * w3, w4, u, lham, alpha, g, l)
+        a4 = _pend_accel(theta + h * w3, w4, u, mlalpha, alpha, g, l)
         theta += h / 6.0 * (omega + 2.0 * w2 + 2.0 * w3 + w4)
         omega += h / 6.0 * (a1 + 2.0 * a2 + 2.0 * a3 + a4)
     return theta, omega
