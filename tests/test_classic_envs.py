@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
+from mtdqn.config import TaskConfig
+from mtdqn.errors import UserError
 from mtdqn.tasks.classic_envs import (
     CAR_ON_HILL_ID,
     INVERTED_PENDULUM_ID,
@@ -20,6 +22,7 @@ from mtdqn.tasks.classic_envs import (
     pendulum_step,
     register_envs,
 )
+from mtdqn.tasks.control import make_env
 
 # A 19-step action sequence from (-0.5, 0) to the top, found offline by an exhaustive search over all
 # 2**19 action sequences (pruned at termination): no sequence of 18 steps or fewer reaches p > 1, and
@@ -364,3 +367,12 @@ def test_compiled_integrators_are_bit_identical_to_plain_python() -> None:
     assert compiled == plain
     crossed = [(c[0][0] < 0) != (r[0] < 0) for c, r in zip(compiled, rows, strict=True)]
     assert 5 <= sum(crossed) < n  # the kink was exercised
+
+
+def test_the_retired_pendulum_id_is_refused_with_its_successor() -> None:
+    """-v0 had the half-length dynamics: configs naming it must not silently get the new pendulum."""
+    with pytest.raises(UserError) as err:
+        make_env(TaskConfig("mtdqn/InvertedPendulumDiscrete-v0", gamma=0.95, horizon=3000))
+    message = str(err.value)
+    assert "retired" in message and INVERTED_PENDULUM_ID in message and "\n" not in message
+    assert INVERTED_PENDULUM_ID.endswith("-v1")

@@ -16,7 +16,7 @@ ENV_IDS = [
     "Acrobot-v1",
     "MountainCar-v0",
     "mtdqn/CarOnHill-v0",
-    "mtdqn/InvertedPendulumDiscrete-v0",
+    "mtdqn/InvertedPendulumDiscrete-v1",
 ]
 
 

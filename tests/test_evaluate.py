@@ -49,7 +49,7 @@ def test_cartpole_max_j_is_the_papers_99_343() -> None:
 def _job(epoch: int = 0, n_steps: int = 300) -> EvalJob:
     tasks = [
         TaskConfig("CartPole-v1", gamma=0.99, horizon=500),
-        TaskConfig("mtdqn/InvertedPendulumDiscrete-v0", gamma=0.95, horizon=3000),
+        TaskConfig("mtdqn/InvertedPendulumDiscrete-v1", gamma=0.95, horizon=3000),
     ]
     net = MultiTaskQNetwork(task_specs(tasks), NetworkConfig(), seeds=0)
     return EvalJob(

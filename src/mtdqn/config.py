@@ -347,7 +347,7 @@ TASK_PRESETS: dict[str, list[TaskConfig]] = {
         TaskConfig("Acrobot-v1", gamma=0.99, horizon=1000, name="Acrobot"),
         TaskConfig("MountainCar-v0", gamma=0.99, horizon=1000, name="Mountain-Car"),
         TaskConfig("mtdqn/CarOnHill-v0", gamma=0.95, horizon=100, name="Car-On-Hill"),
-        TaskConfig("mtdqn/InvertedPendulumDiscrete-v0", gamma=0.95, horizon=3000, name="Inverted-Pendulum"),
+        TaskConfig("mtdqn/InvertedPendulumDiscrete-v1", gamma=0.95, horizon=3000, name="Inverted-Pendulum"),
     ],
     # The review's three tasks (csreid/atari-mtdqn replica.py), gamma 0.99, with the paper's horizons.
     "review-control": [

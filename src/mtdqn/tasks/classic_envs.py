@@ -30,6 +30,7 @@ from numba import njit
 __all__ = [
     "CAR_ON_HILL_ID",
     "INVERTED_PENDULUM_ID",
+    "RETIRED_IDS",
     "CarOnHill",
     "InvertedPendulumDiscrete",
     "car_on_hill_step",
@@ -41,7 +42,15 @@ __all__ = [
 ]
 
 CAR_ON_HILL_ID = "mtdqn/CarOnHill-v0"
-INVERTED_PENDULUM_ID = "mtdqn/InvertedPendulumDiscrete-v0"
+INVERTED_PENDULUM_ID = "mtdqn/InvertedPendulumDiscrete-v1"
+
+RETIRED_IDS = {
+    "mtdqn/InvertedPendulumDiscrete-v0": (
+        INVERTED_PENDULUM_ID,
+        "its dynamics used half the pendulum's length, so it fell about twice as fast as the paper's",
+    ),
+}
+"""Ids of earlier versions of these environments: (the id that replaces it, what was wrong)."""
 
 _RENDER_SIZE = 200
 

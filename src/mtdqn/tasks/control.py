@@ -14,6 +14,7 @@ import numpy as np
 
 from mtdqn.config import TaskConfig
 from mtdqn.errors import UserError
+from mtdqn.tasks.classic_envs import RETIRED_IDS
 from mtdqn.tasks.vector import GymVectorTask, VectorTask
 
 
@@ -35,6 +36,11 @@ def make_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
             f"{task.env_id} is an Atari game: it is built by make_atari_env (mtdqn.tasks.atari) with a run's "
             "Atari settings (mtdqn train --task ALE/... adds them), not as a vector task"
         )
+    if task.env_id in RETIRED_IDS:
+        successor, why = RETIRED_IDS[task.env_id]
+        raise UserError(
+            f"{task.env_id} is retired: {why}; use {successor} (the deramo-gym preset does) and train again"
+        )
     kwargs: dict = {"disable_env_checker": True}
     if task.horizon is not None:
         kwargs["max_episode_steps"] = task.horizon
@@ -45,7 +51,7 @@ def make_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
     except gym.error.Error as exc:
         raise UserError(
             f"unknown environment {task.env_id!r} ({exc}); check the id, e.g. CartPole-v1, "
-            "Acrobot-v1, MountainCar-v0, mtdqn/CarOnHill-v0, mtdqn/InvertedPendulumDiscrete-v0"
+            "Acrobot-v1, MountainCar-v0, mtdqn/CarOnHill-v0, mtdqn/InvertedPendulumDiscrete-v1"
         ) from None
     except Exception as exc:  # environments raise anything on bad kwargs or missing extras
         raise UserError(f"could not create environment {task.env_id!r}: {exc}") from None

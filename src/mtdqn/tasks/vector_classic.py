@@ -5,7 +5,7 @@ Each class reproduces one environment of :mod:`mtdqn.tasks.classic_envs` wrapped
 
 * ``mtdqn/CarOnHill-v0`` (:class:`CarOnHillVector`, horizon 100). The start state is always ``(-0.5, 0)``:
   no random numbers are used.
-* ``mtdqn/InvertedPendulumDiscrete-v0`` (:class:`InvertedPendulumVector`, horizon 3000): one uniform force
+* ``mtdqn/InvertedPendulumDiscrete-v1`` (:class:`InvertedPendulumVector`, horizon 3000): one uniform force
   noise in ``[-10, 10]`` per step and a start angle in ``[-pi/8, pi/8]`` at every reset.
 
 The dynamics are the single environments' own compiled integrators, called once per step for all
@@ -117,7 +117,7 @@ def _wrap_angle(x: np.ndarray) -> np.ndarray:
 
 
 class InvertedPendulumVector(NumpyVectorTask):
-    """``mtdqn/InvertedPendulumDiscrete-v0`` for N copies. State rows: (theta, omega), ``theta = 0`` upright.
+    """``mtdqn/InvertedPendulumDiscrete-v1`` for N copies. State rows: (theta, omega), ``theta = 0`` upright.
 
     Actions 0, 1, 2 push with -50, 0, +50 plus a uniform noise in [-10, 10]; reward -1 and terminal when
     ``|theta| > pi/2``, 0 otherwise. ``block`` standard doubles per copy are pre-drawn at a time.
