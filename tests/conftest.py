@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import signal
 import subprocess
 import time
@@ -86,5 +88,12 @@ def sigterm_when(
         time.sleep(0.2)
     children = descendants(proc.pid)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=150)  # generous: one CI run under full load did not finish in 60 s
+    try:
+        _, err = proc.communicate(timeout=150)  # generous: one CI run under full load did not finish in 60 s
+    except subprocess.TimeoutExpired:
+        for pid in (*children, proc.pid):  # leave no stuck process behind the failing test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        raise AssertionError(f"still running 150 s after SIGTERM; its stderr: {err[-2000:]}") from None
     return err, children
