@@ -199,3 +199,21 @@ def test_a_dqn_update_on_a_frame_batch(arch: str) -> None:
     assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
     for a, b in zip(learner.target.parameters(), net.parameters(), strict=True):
         torch.testing.assert_close(a, b)  # copied after the second update
+
+
+def test_init_option_overrides_the_architectures_own() -> None:
+    """review-mtqn keeps PyTorch's default init unless told; ``init="xavier"`` gives Xavier bounds."""
+
+    def bound(net: AtariQNetwork, i: int) -> float:
+        return float(net.weights[i].abs().max())
+
+    fan_in, fan_out = 3136, 1024  # the 3136 -> 1024 sigmoid layer (index 3, after three convolutions)
+    torch_net = _net("review-mtqn")
+    xavier = AtariQNetwork(BREAKOUT_PONG, AtariNetworkConfig(arch="review-mtqn", init="xavier"))
+    assert torch_net.init == "torch" and xavier.init == "xavier"
+    assert 0.99 / fan_in**0.5 < bound(torch_net, 3) <= 1 / fan_in**0.5
+    xavier_bound = 2**0.5 * (6 / (fan_in + fan_out)) ** 0.5
+    assert 0.99 * xavier_bound < bound(xavier, 3) <= xavier_bound
+    assert AtariQNetwork([6], AtariNetworkConfig(arch="nature", init="xavier")).init == "xavier"
+    with pytest.raises(UserError, match="unknown init 'he'"):
+        AtariQNetwork(BREAKOUT_PONG, AtariNetworkConfig(arch="review-mtqn", init="he"))

@@ -81,6 +81,13 @@ def test_atari_settings_do_not_change_control_fingerprints() -> None:
     assert (
         atari.learning_fingerprint() != dataclasses.replace(atari, atari=AtariConfig()).learning_fingerprint()
     )
+    # --init joined the Atari settings later: runs without it keep their fingerprint (and so resume)
+    network = atari.atari_network
+    saved = atari.to_dict()
+    saved["atari_network"].pop("init")
+    assert Config.from_dict(saved).learning_fingerprint() == atari.learning_fingerprint()
+    xavier = dataclasses.replace(atari, atari_network=dataclasses.replace(network, init="xavier"))
+    assert xavier.learning_fingerprint() != atari.learning_fingerprint()
 
 
 def test_config_round_trips_through_its_dict() -> None:
@@ -126,6 +133,8 @@ def test_cli_builds_an_atari_run_from_a_game_group_protocol_and_flags() -> None:
             "1000",
             "--precision",
             "bf16",
+            "--init",
+            "xavier",
         ]
     )
     config = config_from_args(args)
@@ -135,7 +144,7 @@ def test_cli_builds_an_atari_run_from_a_game_group_protocol_and_flags() -> None:
         "ALE/Tennis-v5",
         "ALE/VideoPinball-v5",
     ]
-    assert config.atari_network.arch == "review-mtqn"
+    assert config.atari_network.arch == "review-mtqn" and config.atari_network.init == "xavier"
     assert config.learner.batch_size == 32 and config.learner.lr == 1e-4  # the flag, then the protocol
     assert config.learner.precision == "bf16"
     assert config.atari.repeat_action_probability == 0.25

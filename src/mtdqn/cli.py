@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 from mtdqn.config import (
     ACTIVATIONS,
     ARCH_PRESETS,
+    INITS,
     MODES,
     OPTIMIZERS,
     PRECISIONS,
@@ -108,6 +109,7 @@ _EXPERIMENT_OPTIONS = [
     "width",
     "feature_width",
     "feature_activation",
+    "init",
     "steps_per_epoch",
     "eval_steps",
     "capacity",
@@ -210,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature-activation",
         choices=ACTIVATIONS,
         help="activation of the shared feature layer (default: the arch's)",
+    )
+    model.add_argument(
+        "--init",
+        choices=INITS,
+        help="weight init: xavier (Xavier-uniform, ReLU gain; the paper's code) or torch (PyTorch's "
+        "default U(+-1/sqrt(fan_in)); the review's code) (default: the arch's)",
     )
     learn = train.add_argument_group("learning")
     learn.add_argument("--epochs", type=_nonneg_int, help=f"training epochs (default: {R.epochs})")
@@ -536,6 +544,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         network.feature_width = args.feature_width
     if args.feature_activation is not None:
         network.feature_activation = args.feature_activation
+    if args.init is not None:
+        network.init = args.init
     config = _with_overrides(Config(tasks=tasks, network=network), args)
     config.validate()
     return config
@@ -639,6 +649,7 @@ def _atari_config_from_args(args: argparse.Namespace) -> Config:
         config.atari_network,
         arch=args.arch,
         feature_activation=args.feature_activation,
+        init=args.init,
         conv_mode=args.conv_mode,
     )
     config = _with_overrides(config, args)
@@ -708,7 +719,8 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     unfreeze = 0 if args.unfreeze_epoch is None else args.unfreeze_epoch
     unfreeze = None if unfreeze == "never" else unfreeze
     keep_network = any(
-        getattr(args, o) is not None for o in ("arch", "width", "feature_width", "feature_activation")
+        getattr(args, o) is not None
+        for o in ("arch", "width", "feature_width", "feature_activation", "init")
     )
     config = make_transfer_config(config_from_args(args), args.source, unfreeze, keep_network=keep_network)
     schedule = "never" if unfreeze is None else unfreeze

@@ -227,6 +227,8 @@ class Config:
         for key in ("atari", "atari_network"):
             if data[key] is None:
                 data.pop(key)
+        if data.get("atari_network") and not data["atari_network"]["init"]:  # runs from before --init
+            data["atari_network"].pop("init")
         defaults = LearnerConfig()
         for key in ("optimizer", "rmsprop_decay", "precision"):
             if data["learner"][key] == getattr(defaults, key):
@@ -268,6 +270,8 @@ class Config:
             self.atari.validate()
             if self.atari_network is None:
                 raise UserError("an Atari run needs Config.atari_network (mtdqn train --arch sets it)")
+            if self.atari_network.init and self.atari_network.init not in INITS:
+                raise UserError(f"unknown init {self.atari_network.init!r}; use one of {', '.join(INITS)}")
         if self.learner.optimizer not in OPTIMIZERS:
             raise UserError(
                 f"unknown optimizer {self.learner.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"

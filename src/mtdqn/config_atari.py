@@ -70,6 +70,10 @@ class AtariNetworkConfig:
     feature_activation: str = ""
     """Activation of the last shared layer; empty = the architecture's own (``sigmoid`` for the deramo
     networks as in the paper's results, ``relu`` for nature; the review's are fixed by its code)."""
+    init: str = ""
+    """Weight initialisation; empty = the architecture's own (``torch``, PyTorch's default
+    U(+-1/sqrt(fan_in)), for the review's networks and ``nature`` as their code had; ``xavier``,
+    Xavier-uniform with ReLU gain and gain 1 for the Q layer, for the deramo networks as the paper's code)."""
     conv_mode: str = "auto"
     """Per-game convolutions as one grouped convolution (``grouped``) or one convolution per (member, game)
     (``loop``); ``auto``: loop on the CPU (measured faster there), grouped on other devices."""

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtdqn.config import INITS
 from mtdqn.config_atari import ATARI_ARCHS, AtariNetworkConfig
 from mtdqn.errors import UserError
 from mtdqn.nets import action_mask, member_seeds
@@ -135,7 +136,9 @@ def layer_plan(
         layers.append(AtariLayer(width, out, act, role, share and role == "shared"))
         width = out
     layers.append(AtariLayer(width, actions_max, "identity", "head", False))
-    return layers, "torch" if review or cfg.arch == "nature" else "xavier"
+    if cfg.init and cfg.init not in INITS:
+        raise UserError(f"unknown init {cfg.init!r}; use one of {', '.join(INITS)}")
+    return layers, cfg.init or ("torch" if review or cfg.arch == "nature" else "xavier")
 
 
 class AtariQNetwork(nn.Module):
