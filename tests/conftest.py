@@ -79,21 +79,25 @@ def alive(pid: int) -> bool:
 
 
 def sigterm_when(
-    proc: subprocess.Popen, ready: Callable[[], bool], timeout_s: float = 120
+    proc: subprocess.Popen, ready: Callable[[], bool], timeout_s: float = 120, group_sigint: bool = False
 ) -> tuple[str, set[int]]:
-    """Wait until ``ready()``, SIGTERM ``proc`` alone; its stderr and the processes it had below it."""
+    """Wait until ``ready()``, SIGTERM ``proc`` alone (``group_sigint``: SIGINT to its process group, as
+    Ctrl-C in a terminal; start it with ``start_new_session``); its stderr and the processes below it."""
     deadline = time.monotonic() + timeout_s
     while not ready():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.2)
     children = descendants(proc.pid)
-    proc.send_signal(signal.SIGTERM)
+    if group_sigint:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
     try:
-        _, err = proc.communicate(timeout=150)  # generous: one CI run under full load did not finish in 60 s
+        _, err = proc.communicate(timeout=150)
     except subprocess.TimeoutExpired:
         for pid in (*children, proc.pid):  # leave no stuck process behind the failing test
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         _, err = proc.communicate()
-        raise AssertionError(f"still running 150 s after SIGTERM; its stderr: {err[-2000:]}") from None
+        raise AssertionError(f"still running 150 s after the signal; its stderr: {err[-2000:]}") from None
     return err, children

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -262,26 +263,32 @@ def test_a_partial_report_covers_the_finished_groups_only(tmp_path: Path, finish
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
-def test_sigterm_to_the_driver_alone_stops_every_worker_and_keeps_finished_epochs(tmp_path: Path) -> None:
-    """A scheduler's SIGTERM reaches the driver only: it stops its workers, each keeps its last epoch."""
+@pytest.mark.parametrize("to_group", [False, True], ids=["sigterm-to-driver", "ctrl-c-to-process-group"])
+def test_a_stop_signal_stops_every_worker_and_keeps_finished_epochs(tmp_path: Path, to_group: bool) -> None:
+    """A scheduler's SIGTERM reaches the driver only: it stops its workers. Ctrl-C in a terminal reaches the
+    whole process group: the workers unwind by themselves. Either way each keeps its last epoch."""
     args = ["experiment", "deramo-gym", "--seeds", "2", "--epochs", "500", "--group-size", "1", "--jobs", "2"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mtdqn.cli", *args, "--out", str(tmp_path), *TINY],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=to_group,
+        # a shell's background job ignores SIGINT, and so would the CLI: give it the terminal's default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     runs = tmp_path / "deramo-gym" / "runs"
     started = ("MDQN-seed0", "MDQN-seed1")
-    err, workers = sigterm_when(proc, lambda: all((runs / g / "checkpoint.pt").exists() for g in started))
+    ready = lambda: all((runs / g / "metrics.csv").exists() for g in started)  # noqa: E731
+    err, workers = sigterm_when(proc, ready, group_sigint=to_group)
     assert len(workers) >= 2
-    assert proc.returncode == 143, err[-2000:]
+    assert proc.returncode == (130 if to_group else 143), err[-2000:]
     assert "interrupted; finished epochs and analyses are saved" in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "killed" not in err
     time.sleep(1)
     assert not [pid for pid in workers if alive(pid)]
     for group in started:
         epoch = torch.load(runs / group / "checkpoint.pt", weights_only=True)["epoch"]
         epochs = {int(row["epoch"]) for row in _rows(runs / group / "metrics.csv")}
         # every epoch up to the checkpoint's is recorded (its own evaluation runs again on resume)
-        assert 1 <= epoch < 500 and epochs == set(range(max(epochs) + 1)) and max(epochs) >= epoch - 1
+        assert epoch < 500 and epochs == set(range(max(epochs) + 1)) and epoch - 1 <= max(epochs) <= epoch

@@ -11,14 +11,17 @@ ordinary resumable run, continues from its last checkpoint; nothing is ever half
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
+import multiprocessing.connection
 import os
+import time
+import traceback
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from mtdqn.errors import UserError
-from mtdqn.interrupts import Terminated, raise_on_sigterm, sigterm_received
+from mtdqn.interrupts import Terminated
+from mtdqn.processes import ChildProcess, stop_all
 
 RAY_INSTALL_HINT = 'pip install "mtdqn[ray]"'
 
@@ -48,46 +51,66 @@ class LocalBackend:
         threads = max(1, self.cpus // self.jobs)
         workers = min(self.jobs, len(jobs))
         log(f"running {len(jobs)} groups, {workers} at a time, {threads} learner thread(s) each")
-        context = multiprocessing.get_context("spawn")
+        waiting = [_quiet(job, threads) for job in jobs]
+        running: dict[ChildProcess, Any] = {}
         failures: list[str] = []
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=raise_on_sigterm
-        ) as pool:
-            pending = {pool.submit(_run_job, _quiet(job, threads)): job for job in jobs}
-            done_count = 0
-            try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        job = pending.pop(future)
-                        try:
-                            future.result()
-                        except UserError as exc:
-                            failures.append(f"{job.label}: {exc}")
-                            continue
+        done_count = 0
+        try:
+            while waiting or running:
+                while waiting and len(running) < workers:
+                    job = waiting.pop(0)
+                    running[ChildProcess(_group_main, (job,), name=f"mtdqn-{job.label}")] = job
+                ended = multiprocessing.connection.wait([child.sentinel for child in running])
+                for child in [c for c in running if c.sentinel in ended]:
+                    job = running.pop(child)
+                    outcome = child.message()
+                    child.stop(0.0, terminate=False)
+                    if outcome == ("done", None):
                         done_count += 1
                         log(f"[{done_count}/{len(jobs)}] {job.label}: done")
-            except BaseException:  # Ctrl-C, SIGTERM (see mtdqn.interrupts) or a bug here
-                _stop(pool, pending)
-                raise
+                    elif outcome is not None and outcome[0] == "user_error":
+                        failures.append(f"{job.label}: {outcome[1]}")
+                    elif outcome is not None and outcome[0] == "error":
+                        raise RuntimeError(f"group {job.label} failed:\n{outcome[1]}")
+                    else:
+                        code = child.process.exitcode
+                        failures.append(f"{job.label}: its process ended with exit code {code} and no result")
+        except BaseException as exc:  # Ctrl-C, SIGTERM (see mtdqn.interrupts) or a bug here
+            # Ctrl-C reached the groups too; SIGTERM or an error here did not
+            forward = isinstance(exc, Terminated) or not isinstance(exc, KeyboardInterrupt)
+            _stop(list(running), forward=forward, log=log)
+            raise
         _raise_failures(failures)
 
 
-def _stop(pool: ProcessPoolExecutor, pending: dict, grace_s: float = 10.0) -> None:
-    """Cancel the waiting groups; give the running ones ``grace_s`` to unwind, then SIGTERM their workers.
+def _stop(
+    children: list[ChildProcess], forward: bool, log: Callable[[str], None], grace_s: float = 30.0
+) -> None:
+    """Stop the running groups; each keeps its last finished epoch.
 
-    Ctrl-C in a terminal reaches every worker, which saves nothing more and returns within the grace
-    period; an interrupt sent to this process alone (``kill -INT``, a scheduler's SIGTERM) does not, so
-    the workers are sent SIGTERM, which each turns into an interrupt of its run (``raise_on_sigterm``):
-    its background evaluation is closed and its last finished epoch stays on disk."""
-    running = [future for future in pending if not future.cancel()]
-    _, still_running = wait(running, timeout=grace_s)
-    if still_running:
-        processes = getattr(pool, "_processes", None) or {}  # no public way to reach them before Python 3.14
-        for process in list(processes.values()):
-            if process.is_alive():
-                process.terminate()
-        wait(still_running, timeout=grace_s)
+    Ctrl-C in a terminal reaches every group, which unwinds by itself: they get ``grace_s`` before SIGTERM.
+    A signal sent to this process alone (``forward``: SIGTERM from a scheduler) or an error here are passed
+    on at once, as SIGTERM. Each group then has ``grace_s`` to unwind before SIGKILL (which loses only the
+    epoch in progress)."""
+    if not forward:
+        deadline = time.monotonic() + grace_s
+        for child in children:
+            child.process.join(max(0.0, deadline - time.monotonic()))
+    for child in stop_all(children, grace_s):
+        log(f"{child.process.name.removeprefix('mtdqn-')}: did not stop within {grace_s:.0f} s; killed")
+
+
+def _group_main(conn: Connection, job) -> None:
+    """A group's process: run it, send ``("done", None)``, ``("user_error", text)`` or ``("error", text)``."""
+    try:
+        job()
+    except UserError as exc:
+        conn.send(("user_error", str(exc)))
+        return
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+        return
+    conn.send(("done", None))
 
 
 def _quiet(job, threads: int):
@@ -105,8 +128,7 @@ def _raise_failures(failures: list[str]) -> None:
 
 
 def _run_job(job) -> str:
-    if sigterm_received():  # a group queued to this worker before it was told to stop
-        raise Terminated()
+    """A group as a Ray task."""
     job()
     return job.label
 

@@ -16,15 +16,15 @@ while the next epoch trains (``background_eval``); both placements give identica
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import os
-from concurrent.futures import Future, ProcessPoolExecutor
+import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import numpy as np
 
 from mtdqn.config import TaskConfig
 from mtdqn.policy import epsilon_greedy, masked_greedy, q_values
+from mtdqn.processes import ChildProcess
 from mtdqn.seeding import derive_rng, derive_seed
 from mtdqn.tasks import make_vector_task
 
@@ -123,36 +123,89 @@ def scores_result(epoch: int, scores: list[ScoreKeeper]) -> EvalResult:
     return EvalResult(epoch, result[..., 0], result[..., 1], result[..., 2].astype(np.int64))
 
 
-def _run_job(job) -> EvalResult:
-    """Run any evaluation job (an object with ``run()``: :class:`EvalJob`, or the Atari one)."""
-    return job.run()
+def _serve(conn: Connection) -> None:
+    """The background evaluation process: run each job received, send back its result or its error."""
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:  # the learner's end is closed
+            return
+        if job is None:
+            return
+        try:
+            reply = ("ok", job.run())
+        except Exception as exc:
+            exc.add_note("raised in the background evaluation process:\n" + traceback.format_exc())
+            reply = ("error", exc)
+        try:
+            conn.send(reply)
+        except Exception:  # an error that cannot be pickled: send its text
+            conn.send(("error", RuntimeError(traceback.format_exc())))
 
 
-def _lower_priority() -> None:
-    """Let the learner win the cores: the evaluation has a whole epoch to finish."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(10)
+class EvalHandle:
+    """An evaluation's result, to be taken with :meth:`result` (once)."""
+
+    def __init__(self, evaluator: Evaluator | None = None, result: EvalResult | None = None) -> None:
+        self._evaluator = evaluator
+        self._result = result
+
+    def result(self, timeout: float | None = None) -> EvalResult:
+        if self._evaluator is not None:
+            self._result = self._evaluator._receive(timeout)
+            self._evaluator = None
+        assert self._result is not None
+        return self._result
 
 
 class Evaluator:
-    """Runs evaluations inline or in one background process; results come back as futures."""
+    """Runs evaluations inline or, one at a time, in a background process (lower priority: it has a whole
+    epoch to finish); results come back as :class:`EvalHandle` objects."""
 
     def __init__(self, background: bool) -> None:
-        self._pool = None
-        if background:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
-            )
+        self._background = background
+        self._child: ChildProcess | None = None
+        self._in_flight = False
 
-    def submit(self, job) -> Future:
+    def submit(self, job) -> EvalHandle:
         """Evaluate ``job`` (anything with a ``run()`` returning an :class:`EvalResult`)."""
-        if self._pool is not None:
-            return self._pool.submit(_run_job, job)
-        future: Future = Future()
-        future.set_result(job.run())
-        return future
+        if not self._background:
+            return EvalHandle(result=job.run())
+        if self._in_flight:
+            raise RuntimeError("one background evaluation at a time: take the last one's result first")
+        if self._child is None:
+            self._child = ChildProcess(_serve, name="mtdqn-eval", niceness=10, daemon=True)
+        self._child.conn.send(job)
+        self._in_flight = True
+        return EvalHandle(self)
+
+    def _receive(self, timeout: float | None) -> EvalResult:
+        assert self._child is not None and self._in_flight
+        conn = self._child.conn
+        if timeout is not None and not conn.poll(timeout):
+            raise TimeoutError(f"the background evaluation did not finish within {timeout} s")
+        try:
+            status, payload = conn.recv()
+        except (EOFError, OSError):
+            code = self._child.process.exitcode
+            raise RuntimeError(
+                f"the background evaluation process ended (exit code {code}) before sending its result; "
+                "run again (the run resumes) or pass --no-background-eval to evaluate in this process"
+            ) from None
+        self._in_flight = False
+        if status == "error":
+            raise payload
+        return payload
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """End the background process: at once if an evaluation is still running (a resumed run evaluates
+        that epoch again), else after telling it to finish."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        if self._in_flight:
+            child.stop(grace_s=5.0)
+            return
+        with contextlib.suppress(OSError):
+            child.conn.send(None)
+        child.stop(grace_s=10.0, terminate=False)

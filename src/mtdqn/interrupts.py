@@ -19,18 +19,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived (raised in the main thread by the handler of :func:`raise_on_sigterm`)."""
 
 
-_received = False
-
-
 def _raise_terminated(signum: int, frame: object) -> None:
-    global _received
-    _received = True
     raise Terminated()
-
-
-def sigterm_received() -> bool:
-    """Whether SIGTERM arrived while :func:`raise_on_sigterm` was in force (a worker then starts nothing)."""
-    return _received
 
 
 def raise_on_sigterm() -> None:

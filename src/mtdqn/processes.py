@@ -1,0 +1,116 @@
+"""Child processes that stop when told and never outlive their parent.
+
+An experiment runs its groups in worker processes and every run evaluates in a background process. Both
+are plain ``multiprocessing`` processes (spawned, so nothing of the parent's threads or CUDA state is
+inherited) with one pipe to the parent. Stopping one is explicit: SIGTERM (which the child turns into an
+interrupt, see :mod:`mtdqn.interrupts`, so its last finished epoch stays on disk), a grace period, then
+SIGKILL. Nothing is lost by the SIGKILL: checkpoints are written atomically and a resumed run repeats the
+epoch that was cut off. A child whose parent dies (SIGKILL, the OOM killer) stops on its own within a
+second rather than training on into the run folder alone.
+
+(``concurrent.futures.ProcessPoolExecutor`` did this job before; stopping it while its workers were busy
+hung once in CI, and its shutdown joins internal threads that a stuck worker can block forever.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from mtdqn.interrupts import exit_code, raise_on_sigterm
+
+PARENT_POLL_S = 1.0
+"""How often a child checks that its parent is alive."""
+
+
+def exit_with_parent(poll_s: float = PARENT_POLL_S) -> None:
+    """SIGTERM this process once its parent has died (a daemon thread polls the parent's pid)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="mtdqn-parent-watch", daemon=True).start()
+
+
+def _child_main(target: Callable[..., None], conn: Connection, args: tuple, niceness: int) -> None:
+    raise_on_sigterm()
+    exit_with_parent()
+    if niceness:
+        with contextlib.suppress(OSError, AttributeError):
+            os.nice(niceness)
+    try:
+        target(conn, *args)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the target has unwound; exit quietly
+        sys.exit(exit_code(interrupt))
+
+
+class ChildProcess:
+    """``target(conn, *args)`` in a spawned process; ``conn`` is the child's end of a duplex pipe.
+
+    ``niceness``: added to the child's nice value (a background evaluation lets the learner win the
+    cores). ``daemon``: the child is terminated when this process exits normally; a daemon cannot start
+    processes of its own."""
+
+    def __init__(
+        self,
+        target: Callable[..., None],
+        args: tuple = (),
+        name: str = "mtdqn-child",
+        niceness: int = 0,
+        daemon: bool = False,
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_conn = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=_child_main, args=(target, child_conn, args, niceness), name=name, daemon=daemon
+        )
+        self.process.start()
+        child_conn.close()
+
+    @property
+    def sentinel(self) -> int:
+        """Becomes ready (``multiprocessing.connection.wait``) when the process ends."""
+        return self.process.sentinel
+
+    def message(self) -> Any | None:
+        """The message the child sent before it ended, or None if it sent none."""
+        try:
+            return self.conn.recv() if self.conn.poll() else None
+        except (EOFError, OSError):
+            return None
+
+    def stop(self, grace_s: float, terminate: bool = True) -> bool:
+        """End the process: SIGTERM (unless ``terminate`` is False: it was told another way), up to
+        ``grace_s`` to unwind, then SIGKILL. Returns whether it had to be killed."""
+        if terminate and self.process.is_alive():
+            self.process.terminate()
+        self.process.join(grace_s)
+        killed = self.process.is_alive()
+        if killed:
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+        return killed
+
+
+def stop_all(children: list[ChildProcess], grace_s: float, terminate: bool = True) -> list[ChildProcess]:
+    """:meth:`ChildProcess.stop` for several children at once (one shared grace period); the killed ones."""
+    if terminate:
+        for child in children:
+            if child.process.is_alive():
+                child.process.terminate()
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        child.process.join(max(0.0, deadline - time.monotonic()))
+    return [child for child in children if child.stop(0.0, terminate=False)]

@@ -1,0 +1,93 @@
+"""Child processes: stopped with SIGTERM then SIGKILL, never outliving their parent; the background
+evaluator's errors and early close."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pytest
+from conftest import alive
+
+from mtdqn.evaluate import Evaluator
+from mtdqn.processes import ChildProcess, stop_all
+
+
+def _sleep_forever(conn: Connection, ignore_sigterm: bool) -> None:
+    if ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    conn.send("ready")
+    while True:
+        time.sleep(0.1)
+
+
+def _ready(child: ChildProcess) -> None:
+    assert child.conn.poll(60) and child.conn.recv() == "ready"
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
+    polite = ChildProcess(_sleep_forever, (False,))
+    stubborn = ChildProcess(_sleep_forever, (True,))
+    _ready(polite)
+    _ready(stubborn)
+    start = time.monotonic()
+    killed = stop_all([polite, stubborn], grace_s=1.0)
+    assert killed == [stubborn] and time.monotonic() - start < 10
+    assert polite.process.exitcode == 128 + signal.SIGTERM  # unwound (Terminated), exit code 143
+    assert stubborn.process.exitcode == -signal.SIGKILL
+
+
+def test_a_child_stops_by_itself_when_its_parent_is_killed() -> None:
+    code = (
+        "import sys, time\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_processes import _sleep_forever, _ready\n"
+        "from mtdqn.processes import ChildProcess\n"
+        "child = ChildProcess(_sleep_forever, (False,))\n"
+        "_ready(child)\n"
+        "print(child.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    tests = str(Path(__file__).parent)
+    parent = subprocess.Popen([sys.executable, "-c", code, tests], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    parent.kill()  # SIGKILL: no cleanup of any kind in the parent
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child_pid)
+
+
+class _Failing:
+    def run(self):
+        raise ValueError("no such task")
+
+
+class _Slow:
+    def run(self):
+        time.sleep(600)
+
+
+def test_background_evaluation_errors_come_back_with_the_childs_traceback() -> None:
+    evaluator = Evaluator(background=True)
+    try:
+        with pytest.raises(ValueError, match="no such task") as info:
+            evaluator.submit(_Failing()).result(timeout=120)
+        assert "raised in the background evaluation process" in "".join(info.value.__notes__)
+    finally:
+        evaluator.close()
+
+
+def test_closing_during_an_evaluation_does_not_wait_for_it() -> None:
+    evaluator = Evaluator(background=True)
+    evaluator.submit(_Slow())
+    child = evaluator._child
+    time.sleep(1.0)
+    start = time.monotonic()
+    evaluator.close()
+    assert time.monotonic() - start < 10 and not child.process.is_alive()
