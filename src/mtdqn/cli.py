@@ -120,6 +120,7 @@ _EXPERIMENT_OPTIONS = [
     "train_frequency",
     "double_dqn",
     "optimizer",
+    "optimizer_eps",
     "precision",
     "protocol",
     "noop_max",
@@ -266,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimizer",
         choices=OPTIMIZERS,
         help="adam, or rmsprop-centered (the Nature DQN's) (default: adam; for Atari the protocol's)",
+    )
+    learn.add_argument(
+        "--optimizer-eps",
+        type=_positive_float,
+        help=f"the optimizer's epsilon: Adam's, or RMSProp's (default: {L.adam_eps:g}; for Atari the "
+        "protocol's); larger values damp the steps of parameters with tiny gradients",
     )
     learn.add_argument(
         "--precision",
@@ -597,6 +604,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             train_frequency=args.train_frequency,
             double_dqn=args.double_dqn,
             optimizer=args.optimizer,
+            adam_eps=args.optimizer_eps,
             precision=args.precision,
         ),
         exploration=_pick(

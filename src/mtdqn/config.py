@@ -88,7 +88,7 @@ class LearnerConfig:
     lr: float = 1e-3
     """Adam learning rate (one optimizer over all parameters)."""
     adam_eps: float = 1e-8
-    """Adam epsilon."""
+    """Adam's epsilon (RMSProp's with ``optimizer="rmsprop-centered"``); CLI ``--optimizer-eps``."""
     batch_size: int = 100
     """Samples per task in every update (a multi-task batch holds batch_size x n_tasks)."""
     target_update_every: int = 100
