@@ -8,8 +8,9 @@ SIGKILL. Nothing is lost by the SIGKILL: checkpoints are written atomically and 
 epoch that was cut off. A child whose parent dies (SIGKILL, the OOM killer) stops on its own within a
 second rather than training on into the run folder alone.
 
-(``concurrent.futures.ProcessPoolExecutor`` did this job before; stopping it while its workers were busy
-hung once in CI, and its shutdown joins internal threads that a stuck worker can block forever.)
+(``concurrent.futures.ProcessPoolExecutor`` did this job before. Its shutdown waits for every running
+call, so a stopped run waited for its in-flight evaluation, which at nice 10 on a loaded machine took
+minutes; it has no public way to signal or kill its workers either.)
 """
 
 from __future__ import annotations
