@@ -43,6 +43,12 @@ def test_states_hold_what_the_run_network_computes(atari_run: Path) -> None:
             states.q[states.task == t, :n_actions], q[t, :, :n_actions], rtol=1e-4, atol=1e-5
         )
     np.testing.assert_allclose(states.value, np.nanmax(states.q, axis=1))
+    # Every dense layer's output from one pass: the feature layer's are the features, the last is Q.
+    outputs = agent.layer_outputs(states.obs.reshape(2, 40, -1))
+    feats, q_agent = agent.features_and_q(states.obs.reshape(2, 40, -1))
+    assert [act for _, act, _ in outputs] == ["lrelu", "identity", "lrelu", "identity"]
+    np.testing.assert_allclose(outputs[1][2], feats, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outputs[-1][2], q_agent, rtol=1e-5, atol=1e-6)
     # The first state of each game is its reset stack: zeros but for the newest frame.
     first = states.obs.reshape(-1, 4, 84, 84)[[0, 40]]
     assert (first[:, :3] == 0).all() and (first[:, 3] > 0).any()
@@ -72,6 +78,8 @@ def test_cli_analyze_writes_the_report_of_an_atari_run(atari_run: Path, tmp_path
     metrics = json.loads((member / "metrics.json").read_text())
     assert metrics["tasks"] == ["Pong", "Breakout"] and metrics["n_states"] == 120
     assert 0.0 <= metrics["metrics"]["task_probe_accuracy"] <= 1.0
+    activity = metrics["metrics"]["layer_activity"]  # the dense layers only, labelled by shape
+    assert [label.split(" ")[1] for label in activity] == ["3136->512", "512->256", "256->10", "10->6"]
     html = (member / "report.html").read_text()
     assert "Pong" in html and "Breakout" in html
     assert len(list((member / "overlap").glob("*.png"))) == 3

@@ -10,6 +10,7 @@ from mtdqn.analysis.embed import embed, pca
 from mtdqn.analysis.metrics import (
     effective_rank,
     knn_mixing,
+    layer_activity,
     linear_cka,
     neighbours,
     sharing_metrics,
@@ -55,6 +56,15 @@ def test_unit_usage_on_hand_made_units():
     # unit 1: between-task variance 0.0625 of total 0.1875 -> 1/3; unit 2: 1; unit 3: 0
     assert usage["task_variance_fraction"] == pytest.approx((1 / 3 + 1.0 + 0.0) / 3)
     assert usage["task_exclusive_unit_fraction"] == pytest.approx(1 / 3)  # unit 1 of the live 1, 2, 3
+
+
+def test_layer_activity_on_hand_made_layers():
+    a = np.array([[0.5, 0.0, 0.995], [0.5, 1.0, 0.999]])  # unit 0 dead; units 1, 2 live; 4 of 6 saturated
+    b = np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]])  # all dead, none saturated
+    relu = np.array([[0.0, 2.0], [0.0, 3.0]])
+    out = layer_activity([("1: sig", "sigmoid", [a, b]), ("2: relu", "relu", [relu, relu])], ["A", "B"])
+    assert out["1: sig"] == {"A": {"dead": 0.3333, "saturated": 0.6667}, "B": {"dead": 1.0, "saturated": 0.0}}
+    assert out["2: relu"] == {"A": {"dead": 0.5}, "B": {"dead": 0.5}}  # no saturation for non-sigmoids
 
 
 def test_separated_tasks_give_perfect_probe_and_no_mixing():

@@ -282,7 +282,7 @@ class AtariQNetwork(nn.Module):
             y = y_t.view(s, t, layer.out_dim, n).transpose(2, 3)
         return _ACT[layer.activation](y)
 
-    def _run(self, obs: torch.Tensor, n_layers: int) -> torch.Tensor:
+    def _run(self, obs: torch.Tensor, n_layers: int, collect: list | None = None) -> torch.Tensor:
         s, t, n = obs.shape[:3]
         if obs.shape[3:] != self.input_shape or s != self.n_members or t != self.n_tasks:
             raise ValueError(
@@ -307,12 +307,20 @@ class AtariQNetwork(nn.Module):
         x = x.view(n, t, s, -1).permute(2, 1, 0, 3)  # (S, T, B, features), a view
         while i < n_layers:
             x = self._dense(i, x, s, t)
+            if collect is not None:
+                collect.append(x)
             i += 1
         return x
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Q values ``(S, T, B, A_max)`` of uint8 frame stacks ``(S, T, B, stack, H, W)``."""
         return self._run(obs, len(self.plan))
+
+    def dense_outputs(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """The output ``(S, T, B, out)`` of every dense layer, the Q layer's last (one forward pass)."""
+        outputs: list[torch.Tensor] = []
+        self._run(obs, len(self.plan), collect=outputs)
+        return outputs
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Shared features ``(S, T, B, F)``: the output of the last shared layer."""

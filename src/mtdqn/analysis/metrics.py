@@ -35,6 +35,9 @@ MEANINGS = {
     "value_r2_cross": "R^2 on task j (rows) of a linear readout fitted on task i (columns), floored at -1; "
     "off-diagonal > 0 = the value code of one task reads the value of another (the strict test of a shared "
     "value direction)",
+    "layer_activity": "per dense layer (input to Q) and task: the fraction of units whose output does not "
+    "vary over the task's states (dead, std < 1e-3) and, for sigmoid layers, the fraction of outputs "
+    "within 0.01 of 0 or 1 (saturated); where a layer is dead, nothing above it can tell states apart",
     "cka": "linear CKA between this run's shared features and another run's on the same states (all states "
     "and per task); 1 = same representation up to rotation and scale, 0 = unrelated",
 }
@@ -106,6 +109,21 @@ def unit_usage(x: np.ndarray, task: np.ndarray) -> dict[str, float]:
     out["task_variance_fraction"] = float((between[live] / total_std[live] ** 2).mean())
     varies = np.stack([x[task == t].std(axis=0) >= DEAD_STD for t in tasks])
     out["task_exclusive_unit_fraction"] = float((varies[:, live].sum(axis=0) == 1).mean())
+    return out
+
+
+def layer_activity(layers: list[tuple[str, str, list[np.ndarray]]], task_names: list[str]) -> dict:
+    """``{layer label: {task: {dead, saturated}}}`` from each layer's outputs on each task's states."""
+    out: dict = {}
+    for label, activation, per_task in layers:
+        row = {}
+        for name, y in zip(task_names, per_task, strict=True):
+            y = y.astype(np.float64)
+            entry = {"dead": round(float((y.std(axis=0) < DEAD_STD).mean()), 4)}
+            if activation == "sigmoid":
+                entry["saturated"] = round(float(((y < 0.01) | (y > 0.99)).mean()), 4)
+            row[name] = entry
+        out[label] = row
     return out
 
 

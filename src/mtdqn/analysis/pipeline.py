@@ -20,11 +20,18 @@ import numpy as np
 from mtdqn.analysis import figures
 from mtdqn.analysis.config import AnalysisConfig
 from mtdqn.analysis.embed import embed
-from mtdqn.analysis.metrics import MEANINGS, linear_cka, sharing_metrics
+from mtdqn.analysis.metrics import MEANINGS, layer_activity, linear_cka, sharing_metrics
 from mtdqn.analysis.overlap import overlap_states
 from mtdqn.analysis.render import FrameRenderer, Thumbnails
 from mtdqn.analysis.report import write_report
-from mtdqn.analysis.rollout import Agent, StateSet, collect_states, features_on, load_agents
+from mtdqn.analysis.rollout import (
+    Agent,
+    StateSet,
+    collect_states,
+    features_on,
+    layer_outputs_per_task,
+    load_agents,
+)
 from mtdqn.runlog import atomic_write_bytes, safe_name, t_half_width
 from mtdqn.seeding import derive_seed
 
@@ -108,6 +115,7 @@ def analyze_member(
     )
     x, task, value, names = states.features, states.task, states.value, states.task_names
     metrics, nn_idx = sharing_metrics(x, task, value, cfg.neighbours, cfg.probe_folds, seed)
+    metrics["layer_activity"] = layer_activity(layer_outputs_per_task(agent, states), names)
     lap("metrics")
     sheets = thumbnails.result()
     lap("thumbnails (wait)")

@@ -60,6 +60,17 @@ class Agent:
         """Q values ``(T, B, A_max)`` of padded observations ``(T, B, obs_max)``."""
         return self.forward(obs, len(self.params))
 
+    def layer_outputs(self, obs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+        """``(label, activation, output (T, B, out))`` of every dense layer on padded observations."""
+        outputs = []
+        x = obs[None].astype(np.float32)
+        for i, (param, kind) in enumerate(zip(self.params, self.kinds, strict=True)):
+            w = param[0]
+            x = activations([param], [kind], x, 1)
+            role = "shared" if kind[1] else "per task"
+            outputs.append((f"{i}: {w.shape[-1]}->{w.shape[-2]} {kind[0]} ({role})", kind[0], x[0]))
+        return outputs
+
     def features_and_q(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Shared features ``(T, B, width)`` and Q values ``(T, B, A_max)`` of padded observations."""
         feats = self.forward(obs, self.feature_layer + 1)
@@ -275,6 +286,20 @@ def roll_out(
         q=flat(q).astype(np.float32),
         meta=meta,
     )
+
+
+def layer_outputs_per_task(agent: Agent, states: StateSet) -> list[tuple[str, str, list[np.ndarray]]]:
+    """``(label, activation, [output on task t's states (N_t, out) for each t])`` of every dense layer of
+    ``agent`` on the states it was rolled out on."""
+    per_task = []
+    for t in range(len(states.task_names)):
+        rows = np.flatnonzero(states.task == t)
+        obs = np.zeros((len(agent.tasks), len(rows), states.obs.shape[1]), dtype=states.obs.dtype)
+        obs[t] = states.obs[rows]
+        per_task.append([(label, act, y[t]) for label, act, y in agent.layer_outputs(obs)])
+    return [
+        (label, act, [layers[k][2] for layers in per_task]) for k, (label, act, _) in enumerate(per_task[0])
+    ]
 
 
 def features_on(agent: Agent, states: StateSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

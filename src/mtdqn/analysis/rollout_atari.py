@@ -49,6 +49,23 @@ class AtariAgent(Agent):
                 qs.append(self.net(x)[0].numpy())
         return np.concatenate(feats, axis=1), np.concatenate(qs, axis=1)
 
+    def layer_outputs(self, obs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+        """``(label, activation, output (T, B, out))`` of each dense layer on flat stacks (T, B, C*H*W)."""
+        n_tasks, n = obs.shape[:2]
+        stacks = np.asarray(obs).astype(np.uint8, copy=False).reshape(n_tasks, n, *self.net.input_shape)
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, n, _CHUNK):
+                x = torch.from_numpy(np.ascontiguousarray(stacks[:, start : start + _CHUNK]))[None]
+                chunks.append([y[0].float().numpy() for y in self.net.dense_outputs(x)])
+        outputs = []
+        dense = [(i, layer) for i, layer in enumerate(self.net.plan) if not layer.is_conv]
+        for k, (i, layer) in enumerate(dense):
+            role = "shared" if layer.role == "shared" else "per game"
+            label = f"{i}: {layer.in_dim}->{layer.out_dim} {layer.activation} ({role})"
+            outputs.append((label, layer.activation, np.concatenate([c[k] for c in chunks], axis=1)))
+        return outputs
+
     def q(self, obs: np.ndarray) -> np.ndarray:
         """Q values ``(T, B, A_max)`` of flat stacks ``(T, B, C*H*W)``."""
         stacks = np.asarray(obs).astype(np.uint8, copy=False).reshape(*obs.shape[:2], *self.net.input_shape)
