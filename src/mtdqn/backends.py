@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing.connection
 import os
-import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -21,7 +20,7 @@ from typing import Any
 
 from mtdqn.errors import UserError
 from mtdqn.interrupts import Terminated
-from mtdqn.processes import ChildProcess, stop_all
+from mtdqn.processes import ChildProcess, join_all, stop_all
 
 RAY_INSTALL_HINT = 'pip install "mtdqn[ray]"'
 
@@ -93,9 +92,7 @@ def _stop(
     on at once, as SIGTERM. Each group then has ``grace_s`` to unwind before SIGKILL (which loses only the
     epoch in progress)."""
     if not forward:
-        deadline = time.monotonic() + grace_s
-        for child in children:
-            child.process.join(max(0.0, deadline - time.monotonic()))
+        join_all(children, grace_s)
     for child in stop_all(children, grace_s):
         log(f"{child.process.name.removeprefix('mtdqn-')}: did not stop within {grace_s:.0f} s; killed")
 

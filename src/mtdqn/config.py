@@ -270,8 +270,6 @@ class Config:
             self.atari.validate()
             if self.atari_network is None:
                 raise UserError("an Atari run needs Config.atari_network (mtdqn train --arch sets it)")
-            if self.atari_network.init and self.atari_network.init not in INITS:
-                raise UserError(f"unknown init {self.atari_network.init!r}; use one of {', '.join(INITS)}")
         if self.learner.optimizer not in OPTIMIZERS:
             raise UserError(
                 f"unknown optimizer {self.learner.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"

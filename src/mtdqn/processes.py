@@ -94,24 +94,28 @@ class ChildProcess:
     def stop(self, grace_s: float, terminate: bool = True) -> bool:
         """End the process: SIGTERM (unless ``terminate`` is False: it was told another way), up to
         ``grace_s`` to unwind, then SIGKILL. Returns whether it had to be killed."""
-        if terminate and self.process.is_alive():
-            self.process.terminate()
-        self.process.join(grace_s)
-        killed = self.process.is_alive()
-        if killed:
-            self.process.kill()
-            self.process.join()
-        self.conn.close()
-        return killed
+        return bool(stop_all([self], grace_s, terminate))
+
+
+def join_all(children: list[ChildProcess], timeout_s: float) -> None:
+    """Wait until every child has ended, or ``timeout_s`` in all has passed."""
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        child.process.join(max(0.0, deadline - time.monotonic()))
 
 
 def stop_all(children: list[ChildProcess], grace_s: float, terminate: bool = True) -> list[ChildProcess]:
-    """:meth:`ChildProcess.stop` for several children at once (one shared grace period); the killed ones."""
+    """End several children at once: SIGTERM (unless ``terminate`` is False), one shared grace period,
+    then SIGKILL for the ones still running, which are returned. Their pipes are closed."""
     if terminate:
         for child in children:
             if child.process.is_alive():
                 child.process.terminate()
-    deadline = time.monotonic() + grace_s
+    join_all(children, grace_s)
+    killed = [child for child in children if child.process.is_alive()]
+    for child in killed:
+        child.process.kill()
+        child.process.join()
     for child in children:
-        child.process.join(max(0.0, deadline - time.monotonic()))
-    return [child for child in children if child.stop(0.0, terminate=False)]
+        child.conn.close()
+    return killed
