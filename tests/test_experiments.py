@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,6 +144,22 @@ def test_a_rerun_with_other_options_is_refused(finished: Path, extra, needle, ca
     assert code == 2
     assert needle in err[-1] and "choose another --name" in err[-1]
     assert {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()} == before
+
+
+def test_a_rerun_may_change_settings_that_change_no_number(
+    finished: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(finished, out / "deramo-gym")
+    runs = out / "deramo-gym" / "runs"
+    before = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
+    monkeypatch.setenv(ENV_VAR, str(finished.parent / "ref"))
+    _no_run_plots(monkeypatch)
+    code = _experiment(out, "--set", "run.torch_threads=1", "--set", "run.background_eval=true")
+    assert code == 0
+    assert capsys.readouterr().err.count("complete, kept") == 4
+    assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == before
+    assert (out / "deramo-gym" / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -32,8 +32,9 @@ from mtdqn.errors import UserError
 
 OVERRIDE_SECTIONS = ("network", "replay", "learner", "exploration", "run")
 _NOT_OVERRIDABLE = {"run.seeds": "--seeds", "run.epochs": "--epochs", "run.device": "--device"}
-_HARDWARE = ("device", "background_eval", "torch_threads")
-"""RunConfig fields that never change a run's numbers (left out of an arm's description)."""
+HARDWARE_FIELDS = ("device", "background_eval", "torch_threads")
+"""RunConfig fields that never change a run's numbers (left out of an arm's description; an experiment may
+be continued with other values of them)."""
 
 
 @dataclass
@@ -128,7 +129,7 @@ def arm_config(factory: Callable[[], Config], seeds: list[int], options: RunOpti
 def _description(config: Config) -> dict[str, Any]:
     """A configuration for the manifest: without the seeds and the settings that change no number."""
     data = config.to_dict()
-    for key in ("seeds", *_HARDWARE):
+    for key in ("seeds", *HARDWARE_FIELDS):
         data["run"].pop(key)
     return data
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from mtdqn import __version__
 from mtdqn.errors import UserError
-from mtdqn.experiments import Arm, Experiment, RunOptions
+from mtdqn.experiments import HARDWARE_FIELDS, Arm, Experiment, RunOptions
 from mtdqn.runlog import atomic_write_bytes
 
 MANIFEST = "experiment.json"
@@ -116,11 +116,21 @@ def prepare_folder(folder: Path, manifest: dict[str, Any]) -> None:
         atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
         return
     for key in _COMPARED:
-        if old.get(key) != manifest[key]:
+        if _compared(old, key) != _compared(manifest, key):
             raise UserError(
                 f"{folder} was started with other {key.replace('_', ' ')} ({_short(old.get(key))}, now "
                 f"{_short(manifest[key])}); repeat its options to continue it, or choose another --name"
             )
+
+
+def _compared(manifest: dict[str, Any], key: str) -> Any:
+    """The manifest entry that must match to continue; overrides of settings that change no number
+    (``run.torch_threads`` and the like) may differ."""
+    value = manifest.get(key)
+    if key == "overrides" and value is not None:
+        hardware = {f"run.{field}" for field in HARDWARE_FIELDS}
+        value = {name: v for name, v in value.items() if name not in hardware}
+    return value
 
 
 def _short(value: Any, limit: int = 60) -> str:
