@@ -79,6 +79,15 @@ def test_run_folder_errors_and_resume_flags(tmp_path: Path, capsys) -> None:
     assert main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
     assert "drop --lr" in capsys.readouterr().err
     assert (run / "metrics.csv").read_bytes() == metrics  # nothing overwritten
+    # settings that change no number may change: two more epochs on 2 threads, evaluated in this process
+    resume = ["train", "--resume", str(run), "--epochs", "4", "--threads", "2", "--no-background-eval"]
+    assert main([*resume, "--no-progress"]) == 0
+    capsys.readouterr()
+    saved = json.loads((run / "config.json").read_text())["config"]["run"]
+    assert (saved["epochs"], saved["torch_threads"], saved["background_eval"]) == (4, 2, False)
+    assert (run / "metrics.csv").read_bytes().startswith(metrics)
+    assert (run / "metrics.csv").read_text().splitlines()[-1].startswith("4,")
+    metrics = (run / "metrics.csv").read_bytes()
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

@@ -137,8 +137,6 @@ _EXPERIMENT_OPTIONS = [
     "eval_epsilon",
     "seed",
     "seeds",
-    "background_eval",
-    "threads",
     "name",
 ]
 
@@ -689,10 +687,15 @@ def cmd_train(args: argparse.Namespace) -> None:
             extra = ", ".join(given + (["--overwrite"] if args.overwrite else []))
             raise UserError(
                 f"--resume continues with the run's saved config.json; drop {extra} "
-                "(only --epochs, --device and --no-progress may change)"
+                "(only --epochs, --device, --threads, --no-background-eval and --no-progress may change)"
             )
         trainer = Trainer.resume(
-            Path(args.resume), epochs=args.epochs, device=args.device, progress=args.progress
+            Path(args.resume),
+            epochs=args.epochs,
+            device=args.device,
+            progress=args.progress,
+            threads=args.threads,
+            background_eval=args.background_eval,
         )
     else:
         config = config_from_args(args)

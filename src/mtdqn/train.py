@@ -141,15 +141,27 @@ class Trainer:
 
     @classmethod
     def load(
-        cls, run_dir: Path, epochs: int | None = None, device: str | None = None, progress: bool = True
+        cls,
+        run_dir: Path,
+        epochs: int | None = None,
+        device: str | None = None,
+        progress: bool = True,
+        threads: int | None = None,
+        background_eval: bool | None = None,
     ) -> Trainer:
-        """The run in ``run_dir`` as of its last checkpoint, without writing anything."""
+        """The run in ``run_dir`` as of its last checkpoint, without writing anything; ``epochs``,
+        ``device``, ``threads`` and ``background_eval`` replace the saved ones (none changes a number
+        but the epoch count)."""
         run_dir = Path(run_dir)
         config = load_config(run_dir)
         if epochs is not None:
             config.run.epochs = epochs
         if device is not None:
             config.run.device = device
+        if threads is not None:
+            config.run.torch_threads = threads
+        if background_eval is not None:
+            config.run.background_eval = background_eval
         trainer = _trainer_class(cls, config)(config, run_dir, progress)
         ckpt_path = run_dir / "checkpoint.pt"
         if ckpt_path.is_file():
@@ -158,11 +170,17 @@ class Trainer:
 
     @classmethod
     def resume(
-        cls, run_dir: Path, epochs: int | None = None, device: str | None = None, progress: bool = True
+        cls,
+        run_dir: Path,
+        epochs: int | None = None,
+        device: str | None = None,
+        progress: bool = True,
+        threads: int | None = None,
+        background_eval: bool | None = None,
     ) -> Trainer:
         """Continue the run in ``run_dir`` after its last completed epoch (optionally to more epochs)."""
-        trainer = cls.load(run_dir, epochs, device, progress)
-        save_config(trainer.run_dir, trainer.config)  # records a new epoch count or device
+        trainer = cls.load(run_dir, epochs, device, progress, threads, background_eval)
+        save_config(trainer.run_dir, trainer.config)  # records a new epoch count, device or threads
         return trainer
 
     def state(self) -> dict:
