@@ -80,6 +80,9 @@ def test_cli_analyze_writes_the_report_of_an_atari_run(atari_run: Path, tmp_path
     assert 0.0 <= metrics["metrics"]["task_probe_accuracy"] <= 1.0
     activity = metrics["metrics"]["layer_activity"]  # the dense layers only, labelled by shape
     assert [label.split(" ")[1] for label in activity] == ["3136->512", "512->256", "256->10", "10->6"]
+    for per_game in activity.values():  # and how much of each layer's state signal survives bfloat16
+        assert set(per_game) == {"Pong", "Breakout"}
+        assert all(-1.0 <= entry["bf16_signal"] <= 1.0 for entry in per_game.values())
     html = (member / "report.html").read_text()
     assert "Pong" in html and "Breakout" in html
     assert len(list((member / "overlap").glob("*.png"))) == 3

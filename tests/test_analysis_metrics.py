@@ -8,6 +8,7 @@ import pytest
 from mtdqn.analysis.config import AnalysisConfig
 from mtdqn.analysis.embed import embed, pca
 from mtdqn.analysis.metrics import (
+    bf16_signal,
     effective_rank,
     knn_mixing,
     layer_activity,
@@ -65,6 +66,25 @@ def test_layer_activity_on_hand_made_layers():
     out = layer_activity([("1: sig", "sigmoid", [a, b]), ("2: relu", "relu", [relu, relu])], ["A", "B"])
     assert out["1: sig"] == {"A": {"dead": 0.3333, "saturated": 0.6667}, "B": {"dead": 1.0, "saturated": 0.0}}
     assert out["2: relu"] == {"A": {"dead": 0.5}, "B": {"dead": 0.5}}  # no saturation for non-sigmoids
+
+
+def test_bf16_signal_is_the_median_correlation_of_exact_and_rounded_outputs():
+    exact = np.array([[0.0, 1.0, 5.0, 2.0], [1.0, 3.0, 5.0, 2.0], [2.0, 2.0, 5.0, 2.0]])
+    # units: two varying (correlation 1) and two constant (0)
+    assert bf16_signal(exact, exact.astype(np.float32)) == pytest.approx(0.5, abs=1e-12)
+    rounded = exact.copy()
+    rounded[:, 3] = [0.0, 1.0, 2.0]  # the constant unit varies after rounding: still 0 (exact is constant)
+    rounded[:, 1] = [3.0, 1.0, 2.0]  # the second unit's variation reversed: -1
+    # units: 1.0, -1.0, 0.0 (constant), 0.0 -> median 0.0; without the constant ones: 1 and -1
+    assert bf16_signal(exact, rounded) == pytest.approx(0.0, abs=1e-12)
+    assert bf16_signal(exact[:, :2], exact[:, :2]) == pytest.approx(1.0, abs=1e-12)
+    assert bf16_signal(exact[:, :2], rounded[:, :2]) == pytest.approx(0.0, abs=1e-12)  # median of 1 and -1
+    scaled = 2.0 * exact[:, :1] + 3.0  # scale and offset do not matter
+    assert bf16_signal(exact[:, :1], scaled) == pytest.approx(1.0, abs=1e-12)
+    a = np.array([[0.2, 0.9], [0.4, 0.1]])
+    flat = [("1: sig", "sigmoid", [a * 0 + 0.5])]
+    out = layer_activity([("1: sig", "sigmoid", [a])], ["A"], bf16_layers=flat)
+    assert out["1: sig"]["A"]["bf16_signal"] == 0.0  # rounding flattened both units
 
 
 def test_separated_tasks_give_perfect_probe_and_no_mixing():

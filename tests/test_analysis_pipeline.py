@@ -139,6 +139,7 @@ def test_analyze_writes_figures_metrics_and_a_report_and_reuses_its_states(runs,
     activity = metrics["layer_activity"]  # every dense layer, input to Q, each task's dead units
     assert len(activity) == 4 and all(set(row) == set(labels) for row in activity.values())
     assert all(0.0 <= entry["dead"] <= 1.0 for row in activity.values() for entry in row.values())
+    assert not any("bf16_signal" in e for row in activity.values() for e in row.values())  # Atari only
     assert all(report["meanings"][k] for k in metrics)
     html = (out / "report.html").read_text()
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # offline

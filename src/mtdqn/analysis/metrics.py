@@ -37,7 +37,10 @@ MEANINGS = {
     "value direction)",
     "layer_activity": "per dense layer (input to Q) and task: the fraction of units whose output does not "
     "vary over the task's states (dead, std < 1e-3) and, for sigmoid layers, the fraction of outputs "
-    "within 0.01 of 0 or 1 (saturated); where a layer is dead, nothing above it can tell states apart",
+    "within 0.01 of 0 or 1 (saturated); where a layer is dead, nothing above it can tell states apart. "
+    "Atari runs also get bf16_signal: the median over units of the correlation across states between the "
+    "layer's float32 outputs and those of a bfloat16 forward (--precision bf16); near 0 = bfloat16 "
+    "rounding erases what the layer says about the state",
     "cka": "linear CKA between this run's shared features and another run's on the same states (all states "
     "and per task); 1 = same representation up to rotation and scale, 0 = unrelated",
 }
@@ -112,19 +115,37 @@ def unit_usage(x: np.ndarray, task: np.ndarray) -> dict[str, float]:
     return out
 
 
-def layer_activity(layers: list[tuple[str, str, list[np.ndarray]]], task_names: list[str]) -> dict:
-    """``{layer label: {task: {dead, saturated}}}`` from each layer's outputs on each task's states."""
+def layer_activity(
+    layers: list[tuple[str, str, list[np.ndarray]]],
+    task_names: list[str],
+    bf16_layers: list[tuple[str, str, list[np.ndarray]]] | None = None,
+) -> dict:
+    """``{layer label: {task: {dead, saturated, bf16_signal}}}`` from each layer's outputs on each task's
+    states; ``bf16_signal`` only where ``bf16_layers`` (the same outputs of a bfloat16 forward) is given."""
     out: dict = {}
-    for label, activation, per_task in layers:
+    for k, (label, activation, per_task) in enumerate(layers):
         row = {}
-        for name, y in zip(task_names, per_task, strict=True):
+        for t, (name, y) in enumerate(zip(task_names, per_task, strict=True)):
             y = y.astype(np.float64)
             entry = {"dead": round(float((y.std(axis=0) < DEAD_STD).mean()), 4)}
             if activation == "sigmoid":
                 entry["saturated"] = round(float(((y < 0.01) | (y > 0.99)).mean()), 4)
+            if bf16_layers is not None:
+                entry["bf16_signal"] = round(bf16_signal(y, bf16_layers[k][2][t]), 4)
             row[name] = entry
         out[label] = row
     return out
+
+
+def bf16_signal(exact: np.ndarray, rounded: np.ndarray) -> float:
+    """Median over units of the correlation, across states, between a layer's exact outputs ``(N, units)``
+    and the same outputs of a bfloat16 forward: 1 = the state signal survives bfloat16, 0 = rounding
+    replaced it. A unit constant in either forward counts as 0."""
+    a = exact - exact.mean(axis=0)
+    b = rounded.astype(np.float64) - rounded.mean(axis=0, dtype=np.float64)
+    norm = np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0)
+    corr = np.divide((a * b).sum(axis=0), norm, out=np.zeros(a.shape[1]), where=norm > 0)
+    return float(np.median(corr))
 
 
 def _standardised_within(value: np.ndarray, task: np.ndarray) -> np.ndarray:

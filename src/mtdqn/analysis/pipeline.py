@@ -115,7 +115,8 @@ def analyze_member(
     )
     x, task, value, names = states.features, states.task, states.value, states.task_names
     metrics, nn_idx = sharing_metrics(x, task, value, cfg.neighbours, cfg.probe_folds, seed)
-    metrics["layer_activity"] = layer_activity(layer_outputs_per_task(agent, states), names)
+    bf16 = layer_outputs_per_task(agent, states, bf16=True) if agent.bf16_forward else None
+    metrics["layer_activity"] = layer_activity(layer_outputs_per_task(agent, states), names, bf16)
     lap("metrics")
     sheets = thumbnails.result()
     lap("thumbnails (wait)")

@@ -60,8 +60,13 @@ class Agent:
         """Q values ``(T, B, A_max)`` of padded observations ``(T, B, obs_max)``."""
         return self.forward(obs, len(self.params))
 
-    def layer_outputs(self, obs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+    bf16_forward = False
+    """Whether :meth:`layer_outputs` can run the network in bfloat16 (the torch networks of Atari runs)."""
+
+    def layer_outputs(self, obs: np.ndarray, bf16: bool = False) -> list[tuple[str, str, np.ndarray]]:
         """``(label, activation, output (T, B, out))`` of every dense layer on padded observations."""
+        if bf16:
+            raise NotImplementedError("the numpy forward of a control agent has no bfloat16 mode")
         outputs = []
         x = obs[None].astype(np.float32)
         for i, (param, kind) in enumerate(zip(self.params, self.kinds, strict=True)):
@@ -288,15 +293,17 @@ def roll_out(
     )
 
 
-def layer_outputs_per_task(agent: Agent, states: StateSet) -> list[tuple[str, str, list[np.ndarray]]]:
+def layer_outputs_per_task(
+    agent: Agent, states: StateSet, bf16: bool = False
+) -> list[tuple[str, str, list[np.ndarray]]]:
     """``(label, activation, [output on task t's states (N_t, out) for each t])`` of every dense layer of
-    ``agent`` on the states it was rolled out on."""
+    ``agent`` on the states it was rolled out on (``bf16``: from a bfloat16 forward)."""
     per_task = []
     for t in range(len(states.task_names)):
         rows = np.flatnonzero(states.task == t)
         obs = np.zeros((len(agent.tasks), len(rows), states.obs.shape[1]), dtype=states.obs.dtype)
         obs[t] = states.obs[rows]
-        per_task.append([(label, act, y[t]) for label, act, y in agent.layer_outputs(obs)])
+        per_task.append([(label, act, y[t]) for label, act, y in agent.layer_outputs(obs, bf16)])
     return [
         (label, act, [layers[k][2] for layers in per_task]) for k, (label, act, _) in enumerate(per_task[0])
     ]

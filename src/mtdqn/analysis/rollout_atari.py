@@ -49,12 +49,16 @@ class AtariAgent(Agent):
                 qs.append(self.net(x)[0].numpy())
         return np.concatenate(feats, axis=1), np.concatenate(qs, axis=1)
 
-    def layer_outputs(self, obs: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
-        """``(label, activation, output (T, B, out))`` of each dense layer on flat stacks (T, B, C*H*W)."""
+    bf16_forward = True
+
+    def layer_outputs(self, obs: np.ndarray, bf16: bool = False) -> list[tuple[str, str, np.ndarray]]:
+        """``(label, activation, output (T, B, out))`` of each dense layer on flat stacks (T, B, C*H*W);
+        ``bf16``: under bfloat16 autocast, as a ``--precision bf16`` learner computes them."""
         n_tasks, n = obs.shape[:2]
         stacks = np.asarray(obs).astype(np.uint8, copy=False).reshape(n_tasks, n, *self.net.input_shape)
         chunks = []
-        with torch.inference_mode():
+        device = next(self.net.parameters()).device.type
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             for start in range(0, n, _CHUNK):
                 x = torch.from_numpy(np.ascontiguousarray(stacks[:, start : start + _CHUNK]))[None]
                 chunks.append([y[0].float().numpy() for y in self.net.dense_outputs(x)])
