@@ -244,3 +244,18 @@ def test_analyze_refuses_a_folder_that_is_not_a_run_and_a_comparison_without_com
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "shares no task" in err[-1]
+
+
+def test_the_untrained_network_of_an_epoch_0_run_can_be_analysed(tmp_path):
+    config = small_config(epochs=0)
+    Trainer.create(config, tmp_path / "untrained", progress=False).run()
+    (agent,) = load_agents(tmp_path / "untrained")
+    fresh = MultiTaskQNetwork(task_specs(config.tasks), config.network, n_members=1, seeds=[0])
+    assert agent.epoch == 0
+    assert all(  # the weights are the init of seed 0
+        np.array_equal(w, fw.detach().numpy()) for (w, _), fw in zip(agent.params, fresh.weights, strict=True)
+    )
+    out = tmp_path / "analysis"
+    args = ["analyze", str(tmp_path / "untrained"), "--steps", "20", "--method", "pca", "--out", str(out)]
+    assert main(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == 0

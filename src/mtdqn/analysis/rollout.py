@@ -103,8 +103,6 @@ def load_agents(run_dir: Path, seeds: list[int] | None = None) -> list[Agent]:
     missing = [s for s in wanted if s not in run_seeds]
     if missing:
         raise UserError(f"{run_dir} has no member with seed {missing[0]}; its seeds are {run_seeds}")
-    if int(state["epoch"]) < 1:
-        raise UserError(f"{run_dir} has not finished a learning epoch yet; train it first")
     if config.is_atari:
         from mtdqn.analysis.rollout_atari import load_atari_agents
 
