@@ -154,14 +154,10 @@ class Trainer:
         but the epoch count)."""
         run_dir = Path(run_dir)
         config = load_config(run_dir)
-        if epochs is not None:
-            config.run.epochs = epochs
-        if device is not None:
-            config.run.device = device
-        if threads is not None:
-            config.run.torch_threads = threads
-        if background_eval is not None:
-            config.run.background_eval = background_eval
+        changes = dict(epochs=epochs, device=device, torch_threads=threads, background_eval=background_eval)
+        for field, value in changes.items():
+            if value is not None:
+                setattr(config.run, field, value)
         trainer = _trainer_class(cls, config)(config, run_dir, progress)
         ckpt_path = run_dir / "checkpoint.pt"
         if ckpt_path.is_file():
@@ -169,17 +165,10 @@ class Trainer:
         return trainer
 
     @classmethod
-    def resume(
-        cls,
-        run_dir: Path,
-        epochs: int | None = None,
-        device: str | None = None,
-        progress: bool = True,
-        threads: int | None = None,
-        background_eval: bool | None = None,
-    ) -> Trainer:
-        """Continue the run in ``run_dir`` after its last completed epoch (optionally to more epochs)."""
-        trainer = cls.load(run_dir, epochs, device, progress, threads, background_eval)
+    def resume(cls, run_dir: Path, progress: bool = True, **changes) -> Trainer:
+        """Continue the run in ``run_dir`` after its last completed epoch; ``changes`` (``epochs``,
+        ``device``, ``threads``, ``background_eval``) are :meth:`load`'s."""
+        trainer = cls.load(run_dir, progress=progress, **changes)
         save_config(trainer.run_dir, trainer.config)  # records a new epoch count, device or threads
         return trainer
 

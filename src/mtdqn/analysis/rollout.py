@@ -43,6 +43,8 @@ class Agent:
     """Index of the last shared layer; its output is the shared feature vector."""
     action_mask: np.ndarray
     obs_dims: list[int]
+    bf16_forward = False  # a class attribute, not a field
+    """Whether :meth:`layer_outputs` can run the network in bfloat16 (the torch networks of Atari runs)."""
 
     @property
     def tasks(self) -> list[TaskConfig]:
@@ -59,9 +61,6 @@ class Agent:
     def q(self, obs: np.ndarray) -> np.ndarray:
         """Q values ``(T, B, A_max)`` of padded observations ``(T, B, obs_max)``."""
         return self.forward(obs, len(self.params))
-
-    bf16_forward = False
-    """Whether :meth:`layer_outputs` can run the network in bfloat16 (the torch networks of Atari runs)."""
 
     def layer_outputs(self, obs: np.ndarray, bf16: bool = False) -> list[tuple[str, str, np.ndarray]]:
         """``(label, activation, output (T, B, out))`` of every dense layer on padded observations."""

@@ -36,6 +36,7 @@ class AtariAgent(Agent):
 
     net: torch.nn.Module | None = None
     """A one-member :class:`~mtdqn.nets_atari.AtariQNetwork` holding this member's weights."""
+    bf16_forward = True
 
     def features_and_q(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Shared features ``(T, B, F)`` and Q values ``(T, B, A_max)`` of flat stacks ``(T, B, C*H*W)``."""
@@ -48,8 +49,6 @@ class AtariAgent(Agent):
                 feats.append(self.net.features(x)[0].numpy())
                 qs.append(self.net(x)[0].numpy())
         return np.concatenate(feats, axis=1), np.concatenate(qs, axis=1)
-
-    bf16_forward = True
 
     def layer_outputs(self, obs: np.ndarray, bf16: bool = False) -> list[tuple[str, str, np.ndarray]]:
         """``(label, activation, output (T, B, out))`` of each dense layer on flat stacks (T, B, C*H*W);
