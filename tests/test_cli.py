@@ -43,6 +43,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         (["train", "--task", "Pendulum-v1"], "discrete actions"),
         (["train", "--task", "CartPole-v1", "--epochs", "-1"], "--epochs"),
         (["train", "--task", "CartPole-v1", "--batch-size", "0"], "not a positive integer"),
+        (["train", "--task", "CartPole-v1", "--lr-fan-in", "-1"], "not a non-negative integer"),
         (["train", "--task", "CartPole-v1", "--gamma", "1.5"], "not a number in [0, 1]"),
         (
             ["train", "--task", "CartPole-v1", "--task", "Acrobot-v1", "--horizon", "1", "2", "3"],

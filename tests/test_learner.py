@@ -171,3 +171,33 @@ def test_bf16_target_weights_give_the_targets_autocast_gives_float32_weights() -
     y_cached = learner.td_target(batch)
     learner.target = copy.deepcopy(learner.online).requires_grad_(False)  # float32, cast by autocast
     assert torch.equal(learner.td_target(batch), y_cached)
+
+
+def test_lr_fan_in_gives_each_layer_its_own_rate_and_adams_first_step_moves_by_it() -> None:
+    """``lr_fan_in=N``: layer i learns at lr * min(1, N / fan_in); Adam's first step moves a weight with a
+    gradient far above eps by its layer's rate, whatever the gradient's size."""
+    base = _learner(lr=1e-3)
+    assert len(base.optimizer.param_groups) == 1  # off: one rate
+    learner = _learner(lr=1e-3, lr_fan_in=8)
+    in_dims = [layer.in_dim for layer in learner.online.plan]
+    assert in_dims == [6, 16, 16, 16]  # padded input, two shared layers, the head (width 16)
+    rates = [g["lr"] for g in learner.optimizer.param_groups]
+    assert rates == [1e-3, 1e-3 * 8 / 16, 1e-3 * 8 / 16, 1e-3 * 8 / 16]
+    before = [w.detach().clone() for w in learner.online.weights]
+    learner.update(_batch(learner.online))
+    for rate, w0, w in zip(rates, before, learner.online.weights, strict=True):
+        g = w.grad
+        moved = (w.detach() - w0)[g.abs() > 1e-4]  # Adam: |step| = lr |g| / (|g| + eps) with eps 1e-8
+        assert moved.numel() > 0
+        torch.testing.assert_close(moved.abs(), torch.full_like(moved, rate), rtol=1e-3, atol=0)
+
+
+def test_lr_fan_in_counts_a_convolutions_kernel_area() -> None:
+    from mtdqn.config_atari import AtariNetworkConfig
+    from mtdqn.nets_atari import AtariQNetwork
+
+    net = AtariQNetwork([6, 4], AtariNetworkConfig(arch="review-mtqn", init="xavier"), seeds=0)
+    learner = DQNLearner(net, [0.99, 0.99], LearnerConfig(lr=1e-4, lr_fan_in=256))
+    fan_ins = [4 * 64, 32 * 16, 64 * 9, 3136, 1024, 512, 256, 128, 64]  # 3 convolutions, 6 dense layers
+    expected = [1e-4 * min(1.0, 256 / f) for f in fan_ins]
+    assert [g["lr"] for g in learner.optimizer.param_groups] == pytest.approx(expected, rel=1e-12)

@@ -121,6 +121,7 @@ _EXPERIMENT_OPTIONS = [
     "double_dqn",
     "optimizer",
     "optimizer_eps",
+    "lr_fan_in",
     "precision",
     "protocol",
     "noop_max",
@@ -271,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         help=f"the optimizer's epsilon: Adam's, or RMSProp's (default: {L.adam_eps:g}; for Atari the "
         "protocol's); larger values damp the steps of parameters with tiny gradients",
+    )
+    learn.add_argument(
+        "--lr-fan-in",
+        type=_nonneg_int,
+        metavar="N",
+        help="per-layer learning rates lr * min(1, N / fan-in) (fan-in: a unit's inputs, a convolution's "
+        "in-channels x kernel area), muP's rule for Adam; keeps Adam from saturating sigmoid units behind "
+        "wide layers (default: 0, one learning rate)",
     )
     learn.add_argument(
         "--precision",
@@ -603,6 +612,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             double_dqn=args.double_dqn,
             optimizer=args.optimizer,
             adam_eps=args.optimizer_eps,
+            lr_fan_in=args.lr_fan_in,
             precision=args.precision,
         ),
         exploration=_pick(

@@ -104,6 +104,12 @@ class LearnerConfig:
     the Nature DQN's choice; ``adam_eps`` is then its epsilon, added outside the square root)."""
     rmsprop_decay: float = 0.95
     """Squared-gradient (and gradient) moving-average decay of ``rmsprop-centered``; unused by Adam."""
+    lr_fan_in: int = 0
+    """0: one learning rate for all parameters. N > 0: each layer's weights and bias learn at
+    ``lr * min(1, N / fan_in)`` (fan_in: a unit's inputs; a convolution's in-channels x kernel area), the
+    muP rule for Adam's hidden layers (Yang et al. 2021): with Adam every weight moves by about ``lr`` per
+    step whatever its gradient, so a unit's input sum moves by about ``lr * fan_in`` times its mean input,
+    which saturates sigmoid units behind wide layers. CLI ``--lr-fan-in``."""
     precision: str = "fp32"
     """``fp32``, or ``bf16``: forward and backward under CPU/CUDA autocast to bfloat16 (weights, optimizer
     state, loss and TD targets stay float32). Measured 1.3x faster for the Atari update on the 2-core CPU."""
@@ -230,7 +236,7 @@ class Config:
         if data.get("atari_network") and not data["atari_network"]["init"]:  # runs from before --init
             data["atari_network"].pop("init")
         defaults = LearnerConfig()
-        for key in ("optimizer", "rmsprop_decay", "precision"):
+        for key in ("optimizer", "rmsprop_decay", "precision", "lr_fan_in"):
             if data["learner"][key] == getattr(defaults, key):
                 data["learner"].pop(key)
         blob = json.dumps(data, sort_keys=True).encode()
@@ -299,6 +305,8 @@ class Config:
         _positive("train frequency", self.learner.train_frequency)
         if self.learner.lr <= 0:
             raise UserError(f"learning rate is {self.learner.lr}; it must be positive")
+        if self.learner.lr_fan_in < 0:
+            raise UserError(f"--lr-fan-in is {self.learner.lr_fan_in}; give 0 (off) or a positive fan-in")
         _positive("epsilon decay steps", self.exploration.eps_decay_steps)
         for name in ("eps_start", "eps_end", "eval_epsilon"):
             value = getattr(self.exploration, name)

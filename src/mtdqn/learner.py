@@ -47,7 +47,7 @@ class DQNLearner:
             .masked_fill(~online.action_mask, float("-inf"))
             .reshape(1, online.n_tasks, 1, -1)
         )
-        self.optimizer = make_optimizer(online.parameters(), cfg, device)
+        self.optimizer = make_optimizer(param_groups(online, cfg), cfg, device)
         self._autocast = cfg.precision == "bf16"
         self._device_type = device.type
         self.n_updates = 0
@@ -129,6 +129,18 @@ class DQNLearner:
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.n_updates = int(state["n_updates"])
+
+
+def param_groups(online: torch.nn.Module, cfg: LearnerConfig) -> list[dict]:
+    """The optimizer's parameter groups: one group at ``lr``, or with ``cfg.lr_fan_in`` one per layer at
+    ``lr * min(1, lr_fan_in / fan_in)`` (a convolution's fan-in counts its kernel area)."""
+    if not cfg.lr_fan_in:
+        return [{"params": list(online.parameters())}]
+    groups = []
+    for layer, weight, bias in zip(online.plan, online.weights, online.biases, strict=True):
+        fan_in = layer.in_dim * max(1, getattr(layer, "kernel", 0)) ** 2
+        groups.append({"params": [weight, bias], "lr": cfg.lr * min(1.0, cfg.lr_fan_in / fan_in)})
+    return groups
 
 
 def make_optimizer(params, cfg: LearnerConfig, device: torch.device) -> torch.optim.Optimizer:
