@@ -138,8 +138,7 @@ def param_groups(online: torch.nn.Module, cfg: LearnerConfig) -> list[dict]:
         return [{"params": list(online.parameters())}]
     groups = []
     for layer, weight, bias in zip(online.plan, online.weights, online.biases, strict=True):
-        fan_in = layer.in_dim * max(1, getattr(layer, "kernel", 0)) ** 2
-        groups.append({"params": [weight, bias], "lr": cfg.lr * min(1.0, cfg.lr_fan_in / fan_in)})
+        groups.append({"params": [weight, bias], "lr": cfg.lr * min(1.0, cfg.lr_fan_in / layer.fan_in)})
     return groups
 
 

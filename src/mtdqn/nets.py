@@ -48,6 +48,11 @@ class Layer:
     role: str
     """``input``, ``shared`` or ``head``."""
 
+    @property
+    def fan_in(self) -> int:
+        """Inputs per unit (the padded width for a first layer)."""
+        return self.in_dim
+
 
 def action_mask(n_actions: list[int]) -> torch.Tensor:
     """``(T, A_max)`` booleans: task t has actions ``0 .. n_actions[t] - 1``, the rest are padding."""

@@ -78,6 +78,16 @@ class AtariLayer:
     def is_conv(self) -> bool:
         return self.kernel > 0
 
+    @property
+    def area(self) -> int:
+        """Kernel area of a convolution, 1 for a dense layer."""
+        return self.kernel**2 if self.is_conv else 1
+
+    @property
+    def fan_in(self) -> int:
+        """Inputs per unit: in-channels x kernel area, or in-features."""
+        return self.in_dim * self.area
+
 
 def _conv_out(size: int, layers: list[tuple[int, int, int]]) -> int:
     for _, kernel, stride in layers:
@@ -194,8 +204,7 @@ class AtariQNetwork(nn.Module):
                     self._init_layer(w, b, layer, gen)
 
     def _init_layer(self, w: torch.Tensor, b: torch.Tensor, layer: AtariLayer, gen) -> None:
-        area = layer.kernel**2 if layer.is_conv else 1
-        fan_in, fan_out = layer.in_dim * area, layer.out_dim * area
+        fan_in, fan_out = layer.fan_in, layer.out_dim * layer.area
         if self.init == "xavier":  # the paper's code: Xavier-uniform, ReLU gain; gain 1 for the Q layer
             gain = 1.0 if layer.activation == "identity" and layer.role == "head" else math.sqrt(2.0)
             bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
@@ -333,13 +342,12 @@ class AtariQNetwork(nn.Module):
         """
         total = 0
         for layer in self.plan:
-            area = layer.kernel**2 if layer.is_conv else 1
             if layer.shared:
-                total += (layer.in_dim * area + 1) * layer.out_dim
+                total += (layer.fan_in + 1) * layer.out_dim
                 continue
             for t in range(self.n_tasks):
                 out = layer.out_dim
                 if layer is self.plan[-1] and not count_padded_actions:
                     out = self.n_actions[t]
-                total += (layer.in_dim * area + 1) * out
+                total += (layer.fan_in + 1) * out
         return total
