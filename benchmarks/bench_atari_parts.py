@@ -1,12 +1,15 @@
 """Speed of the Atari building blocks on this machine: environments, the network update, the frame replay.
 
     python benchmarks/bench_atari_parts.py                  # everything, about a minute on 2 cores
-    python benchmarks/bench_atari_parts.py --parts env      # one part: env, net, replay
+    python benchmarks/bench_atari_parts.py --parts env      # one part: env, net, conv, replay
 
 * env: agent steps per second (4 emulator frames each, preprocessing and stacking included, random
   actions, resets included) of Pong and Breakout, one Gymnasium environment vs ale-py's vector env.
 * net: forward + backward of ``review-exp1`` on a batch of 32 per game (Pong + Breakout), and the whole
   DQN update (TD target through the target net, Huber loss, fused Adam step), per intra-op thread count.
+* conv: forward and forward + backward of each Nature convolution on a batch of 32 per game (conv1 once
+  per game, conv2 and conv3 on both games' 64 images), fp32 and bfloat16, on NCHW and on channels-last
+  (NHWC) memory: why ``conv_mode="loop"`` keeps its activations channels-last.
 * replay: :class:`~mtdqn.replay_frames.FrameReplay` add per joint step, and sampling + stack rebuilding
   of a 32-per-game batch from full rings.
 """
@@ -18,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mtdqn.config import LearnerConfig
 from mtdqn.config_atari import AtariConfig, AtariNetworkConfig
@@ -107,6 +111,43 @@ def bench_net(repeats: int) -> None:
     torch.set_num_threads(1)
 
 
+def bench_conv(repeats: int) -> None:
+    print(
+        "== Nature convolutions, batch 32 per game, ms per call (best of runs), 2 threads: NCHW / NHWC memory"
+    )
+    torch.set_num_threads(2)
+    gen = torch.Generator().manual_seed(0)
+    layers = (
+        ("conv1 4->32 8x8/4", 32, 4, 84, 32, 8, 4),
+        ("conv2 32->64 4x4/2", 64, 32, 20, 64, 4, 2),
+        ("conv3 64->64 3x3/1", 64, 64, 9, 64, 3, 1),
+    )  # (name, images, in, size, out, kernel, stride)
+    for name, n, c, size, out, kernel, stride in layers:
+        for dtype in (torch.float32, torch.bfloat16):
+            times = []
+            for memory in (torch.contiguous_format, torch.channels_last):
+                x = torch.rand(n, c, size, size, generator=gen).to(dtype).contiguous(memory_format=memory)
+                x.requires_grad_(not name.startswith("conv1"))  # conv1's input needs no gradient
+                w = (torch.randn(out, c, kernel, kernel, generator=gen) * 0.05).to(dtype).requires_grad_()
+
+                def forward(x=x, w=w, stride=stride) -> None:
+                    with torch.no_grad():
+                        F.conv2d(x, w, stride=stride)
+
+                def forward_backward(x=x, w=w, stride=stride) -> None:
+                    y = F.conv2d(x, w, stride=stride)
+                    y.backward(torch.ones_like(y))
+
+                forward_backward()
+                times += [_best(forward, repeats), _best(forward_backward, repeats)]
+            f_nchw, fb_nchw, f_nhwc, fb_nhwc = (t * 1e3 for t in times)
+            print(
+                f"  {name:20s} {str(dtype)[6:]:8s} forward {f_nchw:5.2f} / {f_nhwc:5.2f} ms, "
+                f"forward+backward {fb_nchw:5.2f} / {fb_nhwc:5.2f} ms"
+            )
+    torch.set_num_threads(1)
+
+
 def bench_replay(capacity: int, repeats: int) -> None:
     print(f"== frame replay, 2 games, {capacity:,} transitions per game (rings full)")
     replay = FrameReplay(1, 2, capacity, check_memory=True)
@@ -130,7 +171,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--parts", nargs="+", default=["env", "net", "replay"], choices=["env", "net", "replay"]
+        "--parts",
+        nargs="+",
+        default=["env", "net", "conv", "replay"],
+        choices=["env", "net", "conv", "replay"],
     )
     parser.add_argument("--env-steps", type=int, default=3000)
     parser.add_argument("--capacity", type=int, default=50_000, help="replay transitions per game")
@@ -141,6 +185,8 @@ def main() -> None:
         bench_env(args.env_steps)
     if "net" in args.parts:
         bench_net(args.repeats)
+    if "conv" in args.parts:
+        bench_conv(args.repeats)
     if "replay" in args.parts:
         bench_replay(args.capacity, args.repeats)
 
