@@ -740,8 +740,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     unfreeze = 0 if args.unfreeze_epoch is None else args.unfreeze_epoch
     unfreeze = None if unfreeze == "never" else unfreeze
     keep_network = any(
-        getattr(args, o) is not None
-        for o in ("arch", "width", "feature_width", "feature_activation", "init")
+        getattr(args, o) is not None for o in ("arch", "width", "feature_width", "feature_activation", "init")
     )
     config = make_transfer_config(config_from_args(args), args.source, unfreeze, keep_network=keep_network)
     schedule = "never" if unfreeze is None else unfreeze

@@ -64,9 +64,7 @@ def member_metrics(folder: Path) -> dict[str, float]:
     return out
 
 
-def analyze_experiment(
-    folder: Path, cfg: AnalysisConfig, log: Callable[[str], None] = print
-) -> Path | None:
+def analyze_experiment(folder: Path, cfg: AnalysisConfig, log: Callable[[str], None] = print) -> Path | None:
     """Analyse every multi-task group of the experiment in ``folder`` and write ``sharing.csv`` (returned;
     None when no group has shared layers over several tasks)."""
     from mtdqn.analysis.pipeline import analyze_run

@@ -21,8 +21,7 @@ MEANINGS = {
     "effective_rank": "exp(entropy) of the normalised singular values of the centred features: how many "
     "directions the features really use (at most the width)",
     "effective_rank_per_task": "the same inside each task's own states",
-    "dead_unit_fraction": "fraction of shared units whose output does not vary over all states "
-    "(std < 1e-3)",
+    "dead_unit_fraction": "fraction of shared units whose output does not vary over all states (std < 1e-3)",
     "task_variance_fraction": "mean over live units of the share of a unit's variance explained by the task "
     "(between-task / total variance); near 1 = units encode which task it is, near 0 = units vary within "
     "tasks",

@@ -144,6 +144,8 @@ class Thumbnails:
                 self._pool.shutdown(cancel_futures=True)
             save_sheets(self.cache, self.sheets, self.key)
         return self.sheets
+
+
 def save_sheets(path: Path, sheets: list[SpriteSheet], key: str) -> None:
     """Cache sprite sheets as a plain ``.npz`` (PNG bytes as uint8 arrays), tagged with ``key``."""
     arrays: dict[str, np.ndarray] = {"key": np.array(key)}

@@ -63,8 +63,7 @@ def metrics_table(metrics: dict, task_names: list[str]) -> str:
             )
             cell = f"<table><tr><th>tested on \\ fitted on</th>{head}</tr>{body}</table>"
         rows.append(
-            f"<tr><td><code>{html.escape(key)}</code></td><td>{cell}</td>"
-            f"<td>{html.escape(meaning)}</td></tr>"
+            f"<tr><td><code>{html.escape(key)}</code></td><td>{cell}</td><td>{html.escape(meaning)}</td></tr>"
         )
     return "\n".join(rows)
 
