@@ -3,6 +3,7 @@
     python benchmarks/bench_update.py --population 10 --threads 1
     python benchmarks/bench_update.py --population 10 --threads 1 --mode single --precision bf16
     python benchmarks/bench_update.py --population 10 --profile     # add PyTorch's operator table
+    python benchmarks/bench_update.py --population 10 --kernels torch numpy   # autograd vs mtdqn.backprop
 
 The batch is random (the update's cost does not depend on the numbers): ``batch_size`` samples per task
 and member of the ``deramo-gym`` tasks. Prints the mean time per update of each of ``--repeats`` runs of
@@ -22,6 +23,7 @@ from mtdqn.learner import DQNLearner
 from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.replay import Batch
 from mtdqn.tasks import task_specs
+from mtdqn.threads import set_compute_threads
 
 
 def main() -> None:
@@ -32,17 +34,23 @@ def main() -> None:
     parser.add_argument("--mode", choices=["multi", "single"], default="multi")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--kernels", nargs="+", choices=["auto", "numpy", "torch"], default=["auto"])
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
+    set_compute_threads(args.threads)
+    for kernels in args.kernels:
+        bench(args, kernels)
+
+
+def bench(args: argparse.Namespace, kernels: str) -> None:
     specs = task_specs(task_preset("deramo-gym"))
     net = MultiTaskQNetwork(
         specs, arch_preset("deramo"), share=args.mode == "multi", n_members=args.population, seeds=0
     )
-    cfg = dataclasses.replace(LearnerConfig(), precision=args.precision)
+    cfg = dataclasses.replace(LearnerConfig(), precision=args.precision, kernels=kernels)
     learner = DQNLearner(net, [s.gamma for s in specs], cfg)
     shape = (args.population, len(specs), cfg.batch_size)
     gen = torch.Generator().manual_seed(0)
@@ -62,7 +70,8 @@ def main() -> None:
             learner.update(batch)
         times.append((time.perf_counter() - start) / args.updates * 1e3)
     print(
-        f"{args.mode}, {args.population} seeds, {args.threads} thread(s), {args.precision}: ms per update "
+        f"{args.mode}, {args.population} seeds, {args.threads} thread(s), {args.precision}, "
+        f"{learner.kernels} kernels: ms per update "
         + ", ".join(f"{t:.2f}" for t in times)
         + f" (best {min(times):.2f})"
     )

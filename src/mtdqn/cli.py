@@ -19,6 +19,7 @@ from mtdqn.config import (
     ACTIVATIONS,
     ARCH_PRESETS,
     INITS,
+    KERNELS,
     MODES,
     OPTIMIZERS,
     PRECISIONS,
@@ -123,6 +124,7 @@ _EXPERIMENT_OPTIONS = [
     "optimizer_eps",
     "lr_fan_in",
     "precision",
+    "kernels",
     "protocol",
     "noop_max",
     "sticky_actions",
@@ -287,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fp32, or bf16: the update's forward and backward under bfloat16 autocast, weights and "
         "optimizer in float32 (about 1.4x faster for the Atari networks on a CPU with AVX512-BF16) "
         "(default: fp32)",
+    )
+    learn.add_argument(
+        "--kernels",
+        choices=KERNELS,
+        help="how the update runs: torch (autograd), numpy (the backward written out, numpy's BLAS for the "
+        "matmuls: the same gradients up to rounding, ~2x faster on AMD CPUs; fp32 control networks on a "
+        "CPU only) or auto (numpy where it applies) (default: auto)",
     )
     _add_atari_options(train)
     run = train.add_argument_group("run")
@@ -614,6 +623,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             adam_eps=args.optimizer_eps,
             lr_fan_in=args.lr_fan_in,
             precision=args.precision,
+            kernels=args.kernels,
         ),
         exploration=_pick(
             config.exploration,

@@ -91,9 +91,8 @@ class ConfigArm(Arm):
         return {"kind": "config", "config": _description(self.config([0], options))}
 
     def run(self, seeds: list[int], run_dir: Path, options: RunOptions) -> None:
-        import torch
-
         from mtdqn.runlog import load_config
+        from mtdqn.threads import set_compute_threads
         from mtdqn.train import Trainer
 
         config = self.config(seeds, options)
@@ -111,7 +110,7 @@ class ConfigArm(Arm):
         else:  # new, or killed before its config was written: start afresh
             trainer = Trainer.create(config, run_dir, overwrite=True, progress=options.progress)
         if options.torch_threads:
-            torch.set_num_threads(options.torch_threads)
+            set_compute_threads(options.torch_threads)
         trainer.run()
 
 
@@ -185,9 +184,8 @@ class TransferArm(Arm):
         )
 
     def run(self, seeds: list[int], run_dir: Path, options: RunOptions) -> None:
-        import torch
-
         from mtdqn.runlog import load_config
+        from mtdqn.threads import set_compute_threads
         from mtdqn.train import Trainer
         from mtdqn.transfer import make_transfer_config, read_source
 
@@ -214,7 +212,7 @@ class TransferArm(Arm):
         else:  # new, or killed before its first checkpoint (nothing learnt yet): start afresh
             trainer = Trainer.create(config, run_dir, overwrite=True, progress=options.progress)
         if options.torch_threads:
-            torch.set_num_threads(options.torch_threads)
+            set_compute_threads(options.torch_threads)
         trainer.run()
 
 

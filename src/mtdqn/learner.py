@@ -12,6 +12,10 @@ For every member s, task t and sample b of a multi-task batch:
 under autocast (bfloat16 matmuls and convolutions, float32 accumulation); the loss, the targets, the
 online weights and the optimizer stay float32, and the target network holds its weights in bfloat16.
 
+``kernels``: the forwards and the backward run either through PyTorch (autograd), or, for the float32
+control networks on a CPU, through :class:`mtdqn.backprop.ManualBackprop` (the backward written out, numpy's
+OpenBLAS matmuls), which computes the same gradients up to float rounding about twice as fast there.
+
 Members are independent agents: the loss is summed over members and Adam is elementwise, so member k
 learns exactly as it would alone.
 """
@@ -23,7 +27,9 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from mtdqn.backprop import ManualBackprop
 from mtdqn.config import LearnerConfig
+from mtdqn.errors import UserError
 from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.replay import Batch
 
@@ -48,6 +54,8 @@ class DQNLearner:
             .reshape(1, online.n_tasks, 1, -1)
         )
         self.optimizer = make_optimizer(param_groups(online, cfg), cfg, device)
+        self.kernels = resolve_kernels(cfg, online)
+        self.manual = ManualBackprop(online, self.target, cfg.batch_size) if self.kernels == "numpy" else None
         self._autocast = cfg.precision == "bf16"
         self._device_type = device.type
         self.n_updates = 0
@@ -64,9 +72,15 @@ class DQNLearner:
     def td_target(self, batch: Batch) -> torch.Tensor:
         """y = r + gamma_t * (1 - terminal) * V_target(s'), with V over the task's valid actions."""
         with torch.no_grad():
-            with self._precision():
-                q_next_raw = self.target(batch.next_obs)
-                q_online_next = self.online(batch.next_obs) if self.cfg.double_dqn else None
+            if self.manual is not None:
+                q_next_raw = self.manual.forward(batch.next_obs, "target")
+                q_online_next = (
+                    self.manual.forward(batch.next_obs, "online_next") if self.cfg.double_dqn else None
+                )
+            else:
+                with self._precision():
+                    q_next_raw = self.target(batch.next_obs)
+                    q_online_next = self.online(batch.next_obs) if self.cfg.double_dqn else None
             q_next = q_next_raw.float() + self.action_penalty
             if q_online_next is not None:
                 a_next = (q_online_next.float() + self.action_penalty).argmax(-1, keepdim=True)
@@ -76,7 +90,7 @@ class DQNLearner:
             return torch.addcmul(batch.reward, self.gamma * (1.0 - batch.terminal), v_next)
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The joint loss, the Huber loss per (member, task) and Q(s, a) ``(S, T, B)``."""
+        """The joint loss, the Huber loss per (member, task) and Q(s, a) ``(S, T, B)`` (autograd graph)."""
         y = self.td_target(batch)
         with self._precision():
             q_all = self.online(batch.obs)
@@ -87,9 +101,12 @@ class DQNLearner:
 
     def update(self, batch: Batch) -> None:
         """One gradient step on the joint Huber loss, then the target copy when it is due."""
-        loss, per_task, q = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.manual is None:
+            loss, per_task, q = self.loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        else:
+            per_task, q = self._manual_gradients(batch)
         self.optimizer.step()
         self.n_updates += 1
         if self.n_updates % self.cfg.target_update_every == 0:
@@ -97,6 +114,22 @@ class DQNLearner:
         self._loss_sum.add_(per_task.detach())
         self._q_sum.add_(q.detach().mean(-1))
         self._stat_updates += 1
+
+    @torch.no_grad()
+    def _manual_gradients(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`loss` and its backward without autograd: dL/dQ(s, a) = clip(Q(s, a) - y, +-delta) / B
+        (divided by T too when the tasks share one network), zero for the actions not taken."""
+        y = self.td_target(batch)
+        q_all = self.manual.forward(batch.obs, "online")
+        action = batch.action.unsqueeze(-1)
+        q = q_all.gather(-1, action).squeeze(-1)
+        delta = self.cfg.huber_delta
+        per_task = F.huber_loss(q, y, reduction="none", delta=delta).mean(-1)
+        t, b = q.shape[1:]
+        scale = 1.0 / (b * t) if self.online.share else 1.0 / b
+        dq = (q - y).clamp_(-delta, delta).mul_(scale)
+        self.manual.backward(batch.obs, torch.zeros_like(q_all).scatter_(-1, action, dq.unsqueeze(-1)))
+        return per_task, q
 
     @torch.no_grad()
     def sync_target(self) -> None:
@@ -140,6 +173,24 @@ def param_groups(online: torch.nn.Module, cfg: LearnerConfig) -> list[dict]:
     for layer, weight, bias in zip(online.plan, online.weights, online.biases, strict=True):
         groups.append({"params": [weight, bias], "lr": cfg.lr * min(1.0, cfg.lr_fan_in / layer.fan_in)})
     return groups
+
+
+def resolve_kernels(cfg: LearnerConfig, online: torch.nn.Module) -> str:
+    """``numpy`` or ``torch``: what ``cfg.kernels`` means for this network (``auto``: numpy for a float32
+    control network on the CPU, torch otherwise)."""
+    manual_ok = (
+        isinstance(online, MultiTaskQNetwork)
+        and cfg.precision == "fp32"
+        and online.action_mask.device.type == "cpu"
+    )
+    if cfg.kernels == "auto":
+        return "numpy" if manual_ok else "torch"
+    if cfg.kernels == "numpy" and not manual_ok:
+        raise UserError(
+            "--kernels numpy runs the float32 update of a control network on the CPU only; "
+            "use --kernels auto (or torch) with --precision bf16, a GPU or Atari games"
+        )
+    return cfg.kernels
 
 
 def make_optimizer(params, cfg: LearnerConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -117,9 +117,12 @@ def prepare_folder(folder: Path, manifest: dict[str, Any]) -> None:
         return
     for key in _COMPARED:
         if _compared(old, key) != _compared(manifest, key):
+            hint = ""
+            if key == "arms" and _kernels(old) == {"torch"} and _kernels(manifest) != {"torch"}:
+                hint = " (it predates --kernels: add --set learner.kernels=torch to continue it)"
             raise UserError(
                 f"{folder} was started with other {key.replace('_', ' ')} ({_short(old.get(key))}, now "
-                f"{_short(manifest[key])}); repeat its options to continue it, or choose another --name"
+                f"{_short(manifest[key])}){hint}; repeat its options to continue it, or choose another --name"
             )
 
 
@@ -130,7 +133,19 @@ def _compared(manifest: dict[str, Any], key: str) -> Any:
     if key == "overrides" and value is not None:
         hardware = {f"run.{field}" for field in HARDWARE_FIELDS}
         value = {name: v for name, v in value.items() if name not in hardware}
+    if key == "arms" and value is not None:  # arms saved before learner.kernels existed ran with torch
+        value = json.loads(json.dumps(value))
+        for arm in value:
+            learner = arm.get("config", {}).get("learner")
+            if learner is not None:
+                learner.setdefault("kernels", "torch")
     return value
+
+
+def _kernels(manifest: dict[str, Any]) -> set[str]:
+    """The ``learner.kernels`` of the manifest's arms (``torch`` where not recorded)."""
+    arms = _compared(manifest, "arms") or []
+    return {arm["config"]["learner"]["kernels"] for arm in arms if "config" in arm}
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -46,6 +46,7 @@ from mtdqn.runlog import (
 )
 from mtdqn.seeding import derive_rng, derive_seed
 from mtdqn.tasks import make_vector_task, task_specs
+from mtdqn.threads import set_compute_threads
 from mtdqn.transfer import SourceShared, load_shared, prepare, set_shared_trainable, shared_frozen
 
 _SAMPLE_CHUNK = 100
@@ -84,7 +85,7 @@ class Trainer:
         self.seeds = list(config.run.seeds)
         self.n_members = len(self.seeds)
         threads = config.run.torch_threads or (1 if self.n_members == 1 else self._cores)
-        torch.set_num_threads(threads)
+        set_compute_threads(threads)
         self.n_tasks = len(self.specs)
         self.net = MultiTaskQNetwork(
             self.specs,

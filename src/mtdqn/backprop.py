@@ -1,0 +1,147 @@
+"""The control Q-network's forward and backward pass written out, for the float32 learner on a CPU.
+
+Why not autograd: PyTorch's CPU build runs float32 matmuls through MKL, which takes a slow code path on AMD
+processors; numpy's OpenBLAS runs the update's ``(S, T*B, 80) x (80, 80)`` products about twice as fast
+there (``python benchmarks/bench_update.py --kernels numpy torch``). Writing the backward out also keeps
+every intermediate in a buffer allocated once. The elementwise work stays in PyTorch (in place, on the same
+memory), and the optimizer is the learner's own PyTorch optimizer fed the gradients computed here.
+
+For layer i with input ``x_i``, weights ``W_i`` ``(out, in)``, bias ``b_i`` and activation ``f_i``:
+
+    forward:   h_i = f_i(x_i W_i^T + b_i)
+    backward:  d_i = g_i * f_i'(h_i)                  g_i = dL/dh_i; f' written with the output h_i
+               dL/dW_i = d_i^T x_i,   dL/db_i = sum of d_i over the rows
+               g_{i-1} = d_i W_i
+
+A shared layer sees the rows of all T tasks of a member as one ``(T*B, in)`` matrix, a task layer one
+``(B, in)`` matrix per (member, task): the same batching as :class:`mtdqn.nets.MultiTaskQNetwork`, no loop
+over tasks or members. Padded input columns are zero, so their weights get zero gradient, as with autograd.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mtdqn.nets import MultiTaskQNetwork
+
+_ACTIVATE = {
+    "relu": torch.Tensor.relu_,
+    "sigmoid": torch.Tensor.sigmoid_,
+    "tanh": torch.Tensor.tanh_,
+    "identity": lambda x: x,
+}
+
+
+def _activation_backward(g: torch.Tensor, h: torch.Tensor, activation: str) -> None:
+    """``g <- g * f'(h)`` in place, ``h`` being the activation's output."""
+    if activation == "relu":
+        torch.ops.aten.threshold_backward.grad_input(g, h, 0.0, grad_input=g)
+    elif activation == "sigmoid":
+        torch.ops.aten.sigmoid_backward.grad_input(g, h, grad_input=g)
+    elif activation == "tanh":
+        torch.ops.aten.tanh_backward.grad_input(g, h, grad_input=g)
+
+
+class _Buffers:
+    """One float32 tensor per layer output ``(S, T, B, out)`` and its numpy view (the same memory)."""
+
+    def __init__(self, net: MultiTaskQNetwork, batch_size: int) -> None:
+        lead = (net.n_members, net.n_tasks, batch_size)
+        self.tensors = [torch.empty(*lead, layer.out_dim) for layer in net.plan]
+        self.arrays = [t.numpy() for t in self.tensors]
+
+
+class ManualBackprop:
+    """Forward passes of the online and target networks and the online network's backward, on the CPU.
+
+    Parameters are read through numpy views of the live tensors (no copy; a target sync or an optimizer
+    step is seen at once). :meth:`backward` writes ``dL/dW`` and ``dL/db`` into each trainable parameter's
+    ``.grad`` (allocated once); a frozen parameter (``requires_grad`` False) gets ``.grad = None`` so the
+    optimizer skips it, as after autograd.
+    """
+
+    def __init__(self, online: MultiTaskQNetwork, target: MultiTaskQNetwork, batch_size: int) -> None:
+        if online.action_mask.device.type != "cpu":
+            raise ValueError("ManualBackprop runs on the CPU only")
+        self.net = online
+        self.plan = online.plan
+        self.online = _numpy_params(online)
+        self.target = _numpy_params(target)
+        self.bias_online = [b.detach() for b in online.biases]
+        self.bias_target = [b.detach() for b in target.biases]
+        params = [*online.weights, *online.biases]
+        self._grads = {p: torch.zeros_like(p) for p in params}
+        self._grad_arrays = {p: g.numpy() for p, g in self._grads.items()}
+        self._allocate(batch_size)
+
+    def _allocate(self, batch_size: int) -> None:
+        """Buffers for batches of ``batch_size`` samples per (member, task)."""
+        self.shape = (self.net.n_members, self.net.n_tasks, batch_size)
+        self.h = _Buffers(self.net, batch_size)  # online activations on obs, kept for the backward
+        self.h_next = _Buffers(self.net, batch_size)  # target activations on next_obs
+        self.h_next_online = _Buffers(self.net, batch_size)  # online activations on next_obs (Double DQN)
+        self.grad_h = _Buffers(self.net, batch_size)  # dL/dh_i
+
+    def forward(self, obs: torch.Tensor, which: str = "online") -> torch.Tensor:
+        """Q values ``(S, T, B, A_max)`` of ``obs``: ``online`` (kept for :meth:`backward`), ``target`` or
+        ``online_next`` (the online network on next observations, for Double DQN)."""
+        params, biases, out = {
+            "online": (self.online, self.bias_online, self.h),
+            "target": (self.target, self.bias_target, self.h_next),
+            "online_next": (self.online, self.bias_online, self.h_next_online),
+        }[which]
+        if obs.shape[2] != self.shape[2]:  # another batch size than the last: new buffers
+            self._allocate(obs.shape[2])
+            return self.forward(obs, which)
+        s, t, n = self.shape
+        x = obs.numpy()
+        for layer, (w, _), b, y, y_np in zip(self.plan, params, biases, out.tensors, out.arrays, strict=True):
+            if layer.shared:  # one matmul per member over the rows of all its tasks
+                np.matmul(x.reshape(s, t * n, -1), w.swapaxes(1, 2), out=y_np.reshape(s, t * n, -1))
+                y.view(s, t * n, -1).add_(b)
+            else:  # one matmul per (member, task), each with its own weights
+                np.matmul(x, w.swapaxes(2, 3), out=y_np)
+                y.add_(b)
+            _ACTIVATE[layer.activation](y)
+            x = y_np
+        return out.tensors[-1]
+
+    def backward(self, obs: torch.Tensor, grad_q: torch.Tensor) -> None:
+        """Gradients of the loss whose derivative by the online Q values of :meth:`forward` (``which``
+        ``online``, on the same ``obs``) is ``grad_q`` ``(S, T, B, A_max)``."""
+        s, t, n = self.shape
+        self.grad_h.tensors[-1].copy_(grad_q)
+        for i in reversed(range(len(self.plan))):
+            layer = self.plan[i]
+            g, g_np = self.grad_h.tensors[i], self.grad_h.arrays[i]
+            _activation_backward(g, self.h.tensors[i], layer.activation)
+            x_np = self.h.arrays[i - 1] if i > 0 else obs.numpy()
+            weight, bias = self.net.weights[i], self.net.biases[i]
+            trainable = weight.requires_grad
+            weight.grad = self._grads[weight] if trainable else None
+            bias.grad = self._grads[bias] if trainable else None
+            if trainable:
+                if layer.shared:
+                    rows = g_np.reshape(s, t * n, -1)
+                    np.matmul(rows.swapaxes(1, 2), x_np.reshape(s, t * n, -1), out=self._grad_arrays[weight])
+                    torch.sum(g.view(s, t * n, -1), dim=1, keepdim=True, out=bias.grad)
+                else:
+                    np.matmul(g_np.swapaxes(2, 3), x_np, out=self._grad_arrays[weight])
+                    torch.sum(g, dim=2, keepdim=True, out=bias.grad)
+            if i == 0:
+                break
+            w_np = self.online[i][0]
+            below = self.grad_h.arrays[i - 1]
+            if layer.shared:
+                np.matmul(g_np.reshape(s, t * n, -1), w_np, out=below.reshape(s, t * n, -1))
+            else:
+                np.matmul(g_np, w_np, out=below)
+
+
+def _numpy_params(net: MultiTaskQNetwork) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(W, b)`` of every layer as numpy views of the live float32 CPU tensors."""
+    for p in net.parameters():
+        if p.dtype != torch.float32 or p.device.type != "cpu":
+            raise ValueError("ManualBackprop needs float32 parameters on the CPU")
+    return net.numpy_params()

@@ -1,0 +1,18 @@
+"""How many threads the learner's math uses: PyTorch's intra-op pool and numpy's BLAS (OpenBLAS).
+
+The float32 control update runs its matmuls in numpy (:mod:`mtdqn.backprop`) and its elementwise work in
+PyTorch. PyTorch's results do not depend on its thread count; OpenBLAS's do (with two threads it splits
+the products differently and rounds differently), and a run's numbers must not depend on how many threads
+it was given. So the BLAS runs on one thread, and ``torch_threads`` sets PyTorch's pool alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from threadpoolctl import threadpool_limits
+
+
+def set_compute_threads(n: int) -> None:
+    """Use ``n`` threads in PyTorch's intra-op pool and one in numpy's BLAS from now on."""
+    torch.set_num_threads(n)
+    threadpool_limits(limits=1, user_api="blas")
