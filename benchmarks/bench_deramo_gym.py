@@ -3,6 +3,7 @@
     python benchmarks/bench_deramo_gym.py                 # the full protocol: 50 epochs, 51 evaluations
     python benchmarks/bench_deramo_gym.py --epochs 5      # a shorter measurement
     python benchmarks/bench_deramo_gym.py --threads 2 --no-background-eval
+    python benchmarks/bench_deramo_gym.py --population 10 --epochs 4 --kernels torch   # autograd's update
 
 Prints learning env steps/s (all tasks), updates/s, evaluation steps, wall-clock and peak memory of this
 process and of the evaluation worker. The run folder goes to a temporary directory unless --keep PATH.
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["multi", "single"], default="multi")
     parser.add_argument("--no-background-eval", action="store_true")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--kernels", choices=["auto", "numpy", "torch"], default="auto")
     parser.add_argument("--keep", type=Path, help="write the run folder here instead of a temporary one")
     args = parser.parse_args()
 
@@ -42,7 +44,7 @@ def main() -> None:
         tasks=task_preset("deramo-gym"),
         mode=args.mode,
         network=arch_preset("deramo"),
-        learner=dataclasses.replace(LearnerConfig(), precision=args.precision),
+        learner=dataclasses.replace(LearnerConfig(), precision=args.precision, kernels=args.kernels),
         run=dataclasses.replace(
             RunConfig(),
             epochs=args.epochs,
@@ -69,7 +71,7 @@ def main() -> None:
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         f"torch {torch.__version__}, threads {args.threads}, background eval {not args.no_background_eval},"
-        f" precision {args.precision}"
+        f" precision {args.precision}, kernels {trainer.learner.kernels}"
     )
     print(
         f"epochs                      {args.epochs} x {config.run.steps_per_epoch} steps x {n_tasks} tasks"

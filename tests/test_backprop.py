@@ -16,7 +16,11 @@ from mtdqn.replay import Batch
 from mtdqn.tasks import TaskSpec
 from mtdqn.transfer import set_shared_trainable
 
-SPECS = [TaskSpec("four-obs", 4, 2, 0.9, 10), TaskSpec("six-obs", 6, 3, 0.5, 10), TaskSpec("x", 5, 2, 0.99, 10)]
+SPECS = [
+    TaskSpec("four-obs", 4, 2, 0.9, 10),
+    TaskSpec("six-obs", 6, 3, 0.5, 10),
+    TaskSpec("five-obs", 5, 2, 0.99, 10),
+]
 
 NETWORKS = {
     "deramo": NetworkConfig(width=16),
