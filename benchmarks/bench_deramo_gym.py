@@ -22,6 +22,7 @@ import torch
 
 from mtdqn.config import Config, LearnerConfig, RunConfig, arch_preset, task_preset
 from mtdqn.runlog import read_metrics
+from mtdqn.threads import blas_description
 from mtdqn.train import Trainer
 
 
@@ -71,7 +72,7 @@ def main() -> None:
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         f"torch {torch.__version__}, threads {args.threads}, background eval {not args.no_background_eval},"
-        f" precision {args.precision}, kernels {trainer.learner.kernels}"
+        f" precision {args.precision}, kernels {trainer.learner.kernels} (numpy's BLAS: {blas_description()})"
     )
     print(
         f"epochs                      {args.epochs} x {config.run.steps_per_epoch} steps x {n_tasks} tasks"

@@ -23,7 +23,7 @@ from mtdqn.learner import DQNLearner
 from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.replay import Batch
 from mtdqn.tasks import task_specs
-from mtdqn.threads import set_compute_threads
+from mtdqn.threads import blas_description, set_compute_threads
 
 
 def main() -> None:
@@ -41,6 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     set_compute_threads(args.threads)
+    print(f"torch {torch.__version__}; numpy's BLAS: {blas_description()}")
     for kernels in args.kernels:
         bench(args, kernels)
 

@@ -16,3 +16,15 @@ def set_compute_threads(n: int) -> None:
     """Use ``n`` threads in PyTorch's intra-op pool and one in numpy's BLAS from now on."""
     torch.set_num_threads(n)
     threadpool_limits(limits=1, user_api="blas")
+
+
+def blas_description() -> str:
+    """numpy's BLAS and the kernels it runs, e.g. ``openblas 0.3.31, SkylakeX kernels`` (for benchmarks: an
+    ``OPENBLAS_CORETYPE`` setting can pin older, slower kernels)."""
+    from threadpoolctl import threadpool_info
+
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            kernels = f", {pool['architecture']} kernels" if pool.get("architecture") else ""
+            return f"{pool.get('internal_api', 'blas')} {pool.get('version', '')}{kernels}"
+    return "no BLAS found"
