@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -376,3 +379,23 @@ def test_the_retired_pendulum_id_is_refused_with_its_successor() -> None:
     message = str(err.value)
     assert "retired" in message and INVERTED_PENDULUM_ID in message and "\n" not in message
     assert INVERTED_PENDULUM_ID.endswith("-v1")
+
+
+def test_a_new_process_loads_the_compiled_integrators_from_the_cache(tmp_path) -> None:
+    """Every worker and evaluation process steps these envs: it must load them, not compile them again."""
+    script = (
+        "import numpy as np\n"
+        "from mtdqn.tasks import classic_envs as c\n"
+        "c.car_on_hill_step_many(np.zeros(2), np.zeros(2), np.ones(2))\n"
+        "c.pendulum_step_many(np.zeros(2), np.zeros(2), np.ones(2))\n"
+        "f = (c._car_on_hill_rows, c._pendulum_rows)\n"
+        "print(sum(x.stats.cache_hits.total() for x in f), sum(x.stats.cache_misses.total() for x in f))\n"
+    )
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True) for _ in "ab"
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert runs[0].stdout.split() == ["0", "2"]  # compiled and saved
+    assert runs[1].stdout.split() == ["2", "0"]  # loaded
+    assert len(list(tmp_path.rglob("*_rows*.nbi"))) == 2

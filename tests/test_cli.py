@@ -44,6 +44,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         (["train", "--task", "CartPole-v1", "--epochs", "-1"], "--epochs"),
         (["train", "--task", "CartPole-v1", "--batch-size", "0"], "not a positive integer"),
         (["train", "--task", "CartPole-v1", "--lr-fan-in", "-1"], "not a non-negative integer"),
+        (["train", "--task", "CartPole-v1", "--kernels", "numpy", "--precision", "bf16"], "--kernels numpy"),
+        (["train", "--task", "CartPole-v1", "--kernels", "blas"], "invalid choice"),
         (["train", "--task", "CartPole-v1", "--gamma", "1.5"], "not a number in [0, 1]"),
         (
             ["train", "--task", "CartPole-v1", "--task", "Acrobot-v1", "--horizon", "1", "2", "3"],

@@ -162,6 +162,24 @@ def test_a_rerun_may_change_settings_that_change_no_number(
     assert (out / "deramo-gym" / "results.csv").read_bytes() == (finished / "results.csv").read_bytes()
 
 
+def test_an_experiment_from_before_kernels_continues_with_torch_kernels_only(
+    finished: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(finished, out / "deramo-gym")
+    manifest_path = out / "deramo-gym" / "experiment.json"
+    manifest = json.loads(manifest_path.read_text())
+    for arm in manifest["arms"]:  # as an older mtdqn wrote it
+        del arm["config"]["learner"]["kernels"]
+    manifest_path.write_text(json.dumps(manifest))
+    monkeypatch.setenv(ENV_VAR, str(finished.parent / "ref"))
+    _no_run_plots(monkeypatch)
+    assert _experiment(out) == 2
+    assert "add --set learner.kernels=torch" in capsys.readouterr().err
+    assert _experiment(out, "--set", "learner.kernels=torch") == 0
+    assert capsys.readouterr().err.count("complete, kept") == 4
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -119,7 +119,7 @@ def prepare_folder(folder: Path, manifest: dict[str, Any]) -> None:
         if _compared(old, key) != _compared(manifest, key):
             hint = ""
             if key == "arms" and _kernels(old) == {"torch"} and _kernels(manifest) != {"torch"}:
-                hint = " (it predates --kernels: add --set learner.kernels=torch to continue it)"
+                hint = " (it predates --kernels; add --set learner.kernels=torch to continue it)"
             raise UserError(
                 f"{folder} was started with other {key.replace('_', ' ')} ({_short(old.get(key))}, now "
                 f"{_short(manifest[key])}){hint}; repeat its options to continue it, or choose another --name"
@@ -131,8 +131,9 @@ def _compared(manifest: dict[str, Any], key: str) -> Any:
     (``run.torch_threads`` and the like) may differ."""
     value = manifest.get(key)
     if key == "overrides" and value is not None:
-        hardware = {f"run.{field}" for field in HARDWARE_FIELDS}
-        value = {name: v for name, v in value.items() if name not in hardware}
+        # learner.kernels is compared through the arms' configurations, which record it
+        ignored = {f"run.{field}" for field in HARDWARE_FIELDS} | {"learner.kernels"}
+        value = {name: v for name, v in value.items() if name not in ignored}
     if key == "arms" and value is not None:  # arms saved before learner.kernels existed ran with torch
         value = json.loads(json.dumps(value))
         for arm in value:

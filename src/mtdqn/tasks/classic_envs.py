@@ -170,20 +170,31 @@ def car_on_hill_step_many(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`car_on_hill_step` for each row of (N,) float64 arrays (the same numbers, one compiled loop)."""
     params = (float(m), float(g), float(dt), int(n_substeps))
-    return _step_rows(_car_on_hill_step, *_float_rows(p, v, u), params)
+    return _car_on_hill_rows(*_float_rows(p, v, u), params)
+
+
+# One row loop per integrator, each naming its step function: a loop taking the step function as an
+# argument was typed by the function object's address, so every process compiled it anew and added an
+# entry to the on-disk cache (and Numba's cache writer could fail on that type).
+@_jit
+def _car_on_hill_rows(
+    x: np.ndarray, y: np.ndarray, u: np.ndarray, params: tuple
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_car_on_hill_step` on every row."""
+    new_x, new_y = np.empty_like(x), np.empty_like(y)
+    for i in range(x.shape[0]):
+        new_x[i], new_y[i] = _car_on_hill_step(x[i], y[i], u[i], *params)
+    return new_x, new_y
 
 
 @_jit
-def _step_rows(
-    step, x: np.ndarray, y: np.ndarray, u: np.ndarray, params: tuple
+def _pendulum_rows(
+    x: np.ndarray, y: np.ndarray, u: np.ndarray, params: tuple
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``step(x[i], y[i], u[i], *params)`` for every row: one compiled loop for either integrator."""
-    new_x = np.empty_like(x)
-    new_y = np.empty_like(y)
+    """:func:`_pendulum_step` on every row."""
+    new_x, new_y = np.empty_like(x), np.empty_like(y)
     for i in range(x.shape[0]):
-        xi, yi = step(x[i], y[i], u[i], *params)
-        new_x[i] = xi
-        new_y[i] = yi
+        new_x[i], new_y[i] = _pendulum_step(x[i], y[i], u[i], *params)
     return new_x, new_y
 
 
@@ -276,7 +287,7 @@ def pendulum_step_many(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`pendulum_step` for each row of (N,) float64 arrays (the same numbers, one compiled loop)."""
     params = (float(m), float(M), float(l), float(g), float(dt), int(n_substeps))
-    return _step_rows(_pendulum_step, *_float_rows(theta, omega, u), params)
+    return _pendulum_rows(*_float_rows(theta, omega, u), params)
 
 
 def _wrap_angle(x: float) -> float:
