@@ -350,9 +350,6 @@ print(json.dumps([[car_on_hill_step(*r[:3]), pendulum_step(*r[3:])] for r in row
 def test_compiled_integrators_are_bit_identical_to_plain_python() -> None:
     """Numba must evaluate the same float64 operations as CPython: no fast-math, FMA or reassociation."""
     import json
-    import os
-    import subprocess
-    import sys
 
     rng = np.random.default_rng(7)
     n = 400
