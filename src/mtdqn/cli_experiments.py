@@ -79,8 +79,8 @@ def add_parsers(sub) -> None:
         default=1,
         metavar="N",
         help="local backend: run N groups at once in worker processes, each with cores/N learner threads "
-        "(on 2 cores, --jobs 2 ran the paper's two-arm experiment 1.2-1.5x faster; default: 1, in this "
-        "process)",
+        "(on 2 cores --jobs 2 runs the paper's two arms side by side, one core each, which the learner's "
+        "one-thread BLAS needs to use both cores; default: 1, in this process)",
     )
     exp.add_argument(
         "--ray-address",

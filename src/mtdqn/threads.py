@@ -23,8 +23,10 @@ def blas_description() -> str:
     ``OPENBLAS_CORETYPE`` setting can pin older, slower kernels)."""
     from threadpoolctl import threadpool_info
 
-    for pool in threadpool_info():
-        if pool.get("user_api") == "blas":
-            kernels = f", {pool['architecture']} kernels" if pool.get("architecture") else ""
-            return f"{pool.get('internal_api', 'blas')} {pool.get('version', '')}{kernels}"
-    return "no BLAS found"
+    pools = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    pools.sort(key=lambda pool: "numpy" not in pool.get("filepath", ""))  # numpy's own first (not scipy's)
+    if not pools:
+        return "no BLAS found"
+    pool = pools[0]
+    kernels = f", {pool['architecture']} kernels" if pool.get("architecture") else ""
+    return f"{pool.get('internal_api', 'blas')} {pool.get('version', '')}{kernels}"
