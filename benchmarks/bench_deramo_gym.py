@@ -11,6 +11,10 @@ process and of the evaluation worker. The run folder goes to a temporary directo
 
 from __future__ import annotations
 
+# isort: off
+import mtdqn  # noqa: F401  first, as the mtdqn command does: it sets GOMP_SPINCOUNT before PyTorch loads
+
+# isort: on
 import argparse
 import dataclasses
 import resource

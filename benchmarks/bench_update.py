@@ -12,6 +12,10 @@ and member of the ``deramo-gym`` tasks. Prints the mean time per update of each 
 
 from __future__ import annotations
 
+# isort: off
+import mtdqn  # noqa: F401  first, as the mtdqn command does: it sets GOMP_SPINCOUNT before PyTorch loads
+
+# isort: on
 import argparse
 import dataclasses
 import time

@@ -51,7 +51,7 @@ def _batch(n_members: int, n: int = 9, seed: int = 0) -> Batch:
 
 
 def _learner(kernels: str, network: NetworkConfig, share: bool, n_members: int = 2, **kw) -> DQNLearner:
-    net = MultiTaskQNetwork(SPECS, network, share=share, n_members=n_members, seeds=[3, 8][:n_members])
+    net = MultiTaskQNetwork(SPECS, network, share=share, n_members=n_members, seeds=[3, 8, 5][:n_members])
     return DQNLearner(net, [s.gamma for s in SPECS], LearnerConfig(kernels=kernels, batch_size=9, **kw))
 
 
@@ -155,3 +155,21 @@ def test_a_config_saved_before_kernels_existed_loads_as_torch_with_its_old_finge
 def test_bad_kernels_are_refused(learner: dict, needle: str) -> None:
     with pytest.raises(UserError, match=needle):
         _config(**learner).validate()
+
+
+def test_members_sliced_over_threads_give_the_same_bits() -> None:
+    """With several threads the members' products run in slices at once; each is the same call."""
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            learner = _learner("numpy", NETWORKS["deramo"], share=True, n_members=3)
+            for seed in range(3):
+                learner.update(_batch(3, seed=seed))
+            assert learner.manual._slices.threads == threads
+            results.append([p.detach().clone() for p in learner.online.parameters()])
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))

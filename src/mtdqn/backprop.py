@@ -16,9 +16,16 @@ For layer i with input ``x_i``, weights ``W_i`` ``(out, in)``, bias ``b_i`` and 
 A shared layer sees the rows of all T tasks of a member as one ``(T*B, in)`` matrix, a task layer one
 ``(B, in)`` matrix per (member, task): the same batching as :class:`mtdqn.nets.MultiTaskQNetwork`, no loop
 over tasks or members. Padded input columns are zero, so their weights get zero gradient, as with autograd.
+
+Threads: OpenBLAS rounds a product differently when it splits it over threads, so each product runs on one
+BLAS thread; with ``torch.get_num_threads()`` > 1 the members are cut into that many contiguous slices whose
+products run at once (numpy releases the GIL). Every member's product is the same call either way, so the
+numbers do not depend on the thread count.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -41,6 +48,38 @@ def _activation_backward(g: torch.Tensor, h: torch.Tensor, activation: str) -> N
         torch.ops.aten.sigmoid_backward.grad_input(g, h, grad_input=g)
     elif activation == "tanh":
         torch.ops.aten.tanh_backward.grad_input(g, h, grad_input=g)
+
+
+class _MemberSlices:
+    """``np.matmul(a, b, out=out)`` over arrays whose first axis is the member, cut into one slice of members
+    per thread, the slices computed at once."""
+
+    def __init__(self, n_members: int) -> None:
+        self.n_members = n_members
+        self.threads = 0
+        self.bounds: list[tuple[int, int]] = []
+        self.pool: ThreadPoolExecutor | None = None
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        threads = min(torch.get_num_threads(), self.n_members)
+        if threads != self.threads:
+            self._resize(threads)
+        if self.pool is None:
+            np.matmul(a, b, out=out)
+            return
+        (lo, hi), *rest = self.bounds
+        pending = [self.pool.submit(np.matmul, a[i:j], b[i:j], out=out[i:j]) for i, j in rest]
+        np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
+        for future in pending:
+            future.result()
+
+    def _resize(self, threads: int) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+        edges = np.linspace(0, self.n_members, threads + 1).round().astype(int)
+        self.bounds = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+        self.pool = ThreadPoolExecutor(threads - 1, "mtdqn-matmul") if threads > 1 else None
+        self.threads = threads
 
 
 class _Buffers:
@@ -84,6 +123,7 @@ class ManualBackprop:
         params = [*online.weights, *online.biases]
         self._grads = {p: torch.zeros_like(p) for p in params}
         self._grad_arrays = {p: g.numpy() for p, g in self._grads.items()}
+        self._slices = _MemberSlices(online.n_members)
         self._allocate(batch_size)
 
     def _allocate(self, batch_size: int) -> None:
@@ -109,10 +149,10 @@ class ManualBackprop:
         x = obs.numpy()
         for layer, (w, _), b, y, y_np in zip(self.plan, params, biases, out.tensors, out.arrays, strict=True):
             if layer.shared:  # one matmul per member over the rows of all its tasks
-                np.matmul(x.reshape(s, t * n, -1), w.swapaxes(1, 2), out=y_np.reshape(s, t * n, -1))
+                self._matmul(x.reshape(s, t * n, -1), w.swapaxes(1, 2), y_np.reshape(s, t * n, -1))
                 y.view(s, t * n, -1).add_(b)
             else:  # one matmul per (member, task), each with its own weights
-                np.matmul(x, w.swapaxes(2, 3), out=y_np)
+                self._matmul(x, w.swapaxes(2, 3), y_np)
                 y.add_(b)
             _ACTIVATE[layer.activation](y)
             x = y_np
@@ -135,19 +175,23 @@ class ManualBackprop:
             if trainable:
                 if layer.shared:
                     rows = g_np.reshape(s, t * n, -1)
-                    np.matmul(rows.swapaxes(1, 2), x_np.reshape(s, t * n, -1), out=self._grad_arrays[weight])
+                    self._matmul(rows.swapaxes(1, 2), x_np.reshape(s, t * n, -1), self._grad_arrays[weight])
                     torch.sum(g.view(s, t * n, -1), dim=1, keepdim=True, out=bias.grad)
                 else:
-                    np.matmul(g_np.swapaxes(2, 3), x_np, out=self._grad_arrays[weight])
+                    self._matmul(g_np.swapaxes(2, 3), x_np, self._grad_arrays[weight])
                     torch.sum(g, dim=2, keepdim=True, out=bias.grad)
             if i == 0:
                 break
             w_np = self.online[i][0]
             below = self.grad_h.arrays[i - 1]
             if layer.shared:
-                np.matmul(g_np.reshape(s, t * n, -1), w_np, out=below.reshape(s, t * n, -1))
+                self._matmul(g_np.reshape(s, t * n, -1), w_np, below.reshape(s, t * n, -1))
             else:
-                np.matmul(g_np, w_np, out=below)
+                self._matmul(g_np, w_np, below)
+
+    def _matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        """``out = a @ b`` for arrays led by the member axis (sliced over threads, see the module doc)."""
+        self._slices.matmul(a, b, out)
 
 
 def _numpy_params(net: MultiTaskQNetwork) -> list[tuple[np.ndarray, np.ndarray]]:
