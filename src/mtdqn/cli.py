@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--threads",
         type=_nonneg_int,
-        help="PyTorch threads of the learner; 0: 1 for one seed, all cores for several (default: 0)",
+        help="threads of the learner (no number depends on it); 0: 1 for one seed, all cores for several "
+        "(default: 0)",
     )
     run.add_argument(
         "--no-background-eval",

@@ -153,9 +153,9 @@ class RunConfig:
     background_eval: bool = True
     """Evaluate in a second process while the next epoch trains (same numbers, faster on 2+ cores)."""
     torch_threads: int = 0
-    """Intra-op threads of the learner; 0 = automatic: 1 for a single seed (its small matmuls are fastest
-    on one core while the other evaluates), every core for a population (measured 1.7x faster at 10 seeds
-    on 2 cores)."""
+    """Threads of the learner (PyTorch's intra-op pool; with the numpy kernels also the slices of members
+    whose products run at once); no number depends on it. 0 = automatic: 1 for a single seed (its small
+    matmuls are fastest on one core while the other evaluates), every core for a population."""
 
 
 @dataclass
