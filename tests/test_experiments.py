@@ -146,15 +146,21 @@ def test_a_rerun_with_other_options_is_refused(finished: Path, extra, needle, ca
     assert {p: p.stat().st_mtime_ns for p in finished.rglob("*") if p.is_file()} == before
 
 
+def _copy_of(finished: Path, tmp_path: Path, mp: pytest.MonkeyPatch) -> Path:
+    """A copy of the finished experiment under ``tmp_path / "out"``, ready to be run again."""
+    out = tmp_path / "out"
+    shutil.copytree(finished, out / "deramo-gym")
+    mp.setenv(ENV_VAR, str(finished.parent / "ref"))
+    _no_run_plots(mp)
+    return out
+
+
 def test_a_rerun_may_change_settings_that_change_no_number(
     finished: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    out = tmp_path / "out"
-    shutil.copytree(finished, out / "deramo-gym")
+    out = _copy_of(finished, tmp_path, monkeypatch)
     runs = out / "deramo-gym" / "runs"
     before = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
-    monkeypatch.setenv(ENV_VAR, str(finished.parent / "ref"))
-    _no_run_plots(monkeypatch)
     code = _experiment(out, "--set", "run.torch_threads=1", "--set", "run.background_eval=true")
     assert code == 0
     assert capsys.readouterr().err.count("complete, kept") == 4
@@ -165,15 +171,12 @@ def test_a_rerun_may_change_settings_that_change_no_number(
 def test_an_experiment_from_before_kernels_continues_with_torch_kernels_only(
     finished: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    out = tmp_path / "out"
-    shutil.copytree(finished, out / "deramo-gym")
+    out = _copy_of(finished, tmp_path, monkeypatch)
     manifest_path = out / "deramo-gym" / "experiment.json"
     manifest = json.loads(manifest_path.read_text())
     for arm in manifest["arms"]:  # as an older mtdqn wrote it
         del arm["config"]["learner"]["kernels"]
     manifest_path.write_text(json.dumps(manifest))
-    monkeypatch.setenv(ENV_VAR, str(finished.parent / "ref"))
-    _no_run_plots(monkeypatch)
     assert _experiment(out) == 2
     assert "add --set learner.kernels=torch" in capsys.readouterr().err
     assert _experiment(out, "--set", "learner.kernels=torch") == 0

@@ -133,18 +133,18 @@ class ManualBackprop:
         self.h_next = _Buffers(self.net, batch_size, slots=2)  # target activations on next_obs
         self.h_next_online = _Buffers(self.net, batch_size, slots=2)  # online, next_obs (Double DQN)
         self.grad_h = _Buffers(self.net, batch_size, slots=2)  # dL/dh_i
+        self._passes = {  # which: (weights, biases, output buffers)
+            "online": (self.online, self.bias_online, self.h),
+            "target": (self.target, self.bias_target, self.h_next),
+            "online_next": (self.online, self.bias_online, self.h_next_online),
+        }
 
     def forward(self, obs: torch.Tensor, which: str = "online") -> torch.Tensor:
         """Q values ``(S, T, B, A_max)`` of ``obs``: ``online`` (kept for :meth:`backward`), ``target`` or
         ``online_next`` (the online network on next observations, for Double DQN)."""
-        params, biases, out = {
-            "online": (self.online, self.bias_online, self.h),
-            "target": (self.target, self.bias_target, self.h_next),
-            "online_next": (self.online, self.bias_online, self.h_next_online),
-        }[which]
         if obs.shape[2] != self.shape[2]:  # another batch size than the last: new buffers
             self._allocate(obs.shape[2])
-            return self.forward(obs, which)
+        params, biases, out = self._passes[which]
         s, t, n = self.shape
         x = obs.numpy()
         for layer, (w, _), b, y, y_np in zip(self.plan, params, biases, out.tensors, out.arrays, strict=True):

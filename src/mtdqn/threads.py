@@ -3,13 +3,14 @@
 The float32 control update runs its matmuls in numpy (:mod:`mtdqn.backprop`) and its elementwise work in
 PyTorch. PyTorch's results do not depend on its thread count; OpenBLAS's do (with two threads it splits
 the products differently and rounds differently), and a run's numbers must not depend on how many threads
-it was given. So the BLAS runs on one thread, and ``torch_threads`` sets PyTorch's pool alone.
+it was given. So the BLAS runs on one thread, and ``torch_threads`` sets PyTorch's pool (which
+:mod:`mtdqn.backprop` also reads to cut the members into slices whose one-thread products run at once).
 """
 
 from __future__ import annotations
 
 import torch
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 
 def set_compute_threads(n: int) -> None:
@@ -21,8 +22,6 @@ def set_compute_threads(n: int) -> None:
 def blas_description() -> str:
     """numpy's BLAS and the kernels it runs, e.g. ``openblas 0.3.31, SkylakeX kernels`` (for benchmarks: an
     ``OPENBLAS_CORETYPE`` setting can pin older, slower kernels)."""
-    from threadpoolctl import threadpool_info
-
     pools = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
     pools.sort(key=lambda pool: "numpy" not in pool.get("filepath", ""))  # numpy's own first (not scipy's)
     if not pools:
