@@ -6,6 +6,7 @@ import csv
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import small_config
@@ -169,3 +170,32 @@ def test_a_run_gives_the_same_weights_with_one_or_two_learner_threads(tmp_path: 
         trainer.run()
         weights.append([p.detach().clone() for p in trainer.net.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+def test_acting_with_the_networks_own_forward_gives_the_same_run(tmp_path: Path, monkeypatch) -> None:
+    """On a GPU the greedy actions come from the network's forward on the device (no weight copy per step);
+    run on the CPU here, that path must act exactly as the numpy forward on the live weights."""
+    numpy_actor = _train(tmp_path / "numpy", seeds=[9, 4])
+    calls = []
+
+    def device_actor(self):
+        calls.append(1)
+        return self._greedy_on_device
+
+    monkeypatch.setattr(Trainer, "_greedy_actor", device_actor)
+    device = _train(tmp_path / "device", seeds=[9, 4])
+    assert len(calls) == 2  # once per epoch
+    assert _metrics(numpy_actor.run_dir) == _metrics(device.run_dir)
+    for p, q in zip(numpy_actor.net.parameters(), device.net.parameters(), strict=True):
+        assert torch.equal(p, q)
+    # Padded actions are never chosen, however large their Q values: both actors, on any observation.
+    monkeypatch.undo()
+    with torch.no_grad():
+        head_bias = device.net.biases[-1][:, :, 0]  # (S, T, A_max)
+        head_bias.zero_()
+        head_bias[:, ~device.net.action_mask] = 1e6
+        head_bias[:, [0, 1, 2], [1, 2, 1]] = 1e3  # each task's last valid action
+    device._obs[:] = np.random.default_rng(0).normal(size=device._obs.shape)
+    expected = np.array([[1, 2, 1], [1, 2, 1]])
+    assert np.array_equal(device._greedy_on_device(), expected)
+    assert np.array_equal(device._greedy_actor()(), expected)

@@ -312,9 +312,7 @@ class Trainer:
         sample_rngs = [derive_rng(seed, "sample", epoch) for seed in self.seeds]
         bar.set_description(f"{self.run_dir.name} epoch {epoch}/{cfg.run.epochs}", refresh=False)
         self._reset_envs("train", epoch)
-        params = self.net.numpy_params()
-        on_cpu = self.device.type == "cpu"
-        kinds = self.net.layer_kinds()
+        act = self._greedy_actor()
         start = time.perf_counter()
         for step in range(steps):
             if step % _SAMPLE_CHUNK == 0:
@@ -323,10 +321,7 @@ class Trainer:
             explore = explore_u[step] < epsilon(self.env_steps, cfg.exploration)
             actions = random_actions[step]
             if not explore.all():
-                if not on_cpu:  # views follow CPU updates; other devices need a fresh copy
-                    params = self.net.numpy_params()
-                greedy = masked_greedy(q_values(params, kinds, self._obs)[:, :, 0], self.action_mask)
-                actions = np.where(explore, actions, greedy)
+                actions = np.where(explore, actions, act())
             self._step_envs(actions)
             if self.env_steps % every == 0:
                 self.learner.update(
@@ -338,6 +333,25 @@ class Trainer:
         seconds = time.perf_counter() - start
         self.wall_s += seconds
         return seconds
+
+    def _greedy_actor(self):
+        """A function returning the greedy actions ``(S, T)`` for the current observations and weights.
+
+        On the CPU a numpy forward on views of the live parameters (no copy, ~20 us for all tasks); on a
+        GPU the network's own forward where the weights live, so that only the observations go to the
+        device and the actions come back (copying every weight to the host each step would cost more).
+        """
+        if self.device.type == "cpu":
+            params, kinds = self.net.numpy_params(), self.net.layer_kinds()
+            return lambda: masked_greedy(q_values(params, kinds, self._obs)[:, :, 0], self.action_mask)
+        return self._greedy_on_device
+
+    @torch.no_grad()
+    def _greedy_on_device(self) -> np.ndarray:
+        """Greedy actions from the network's forward on its device (see :meth:`_greedy_actor`)."""
+        q = self.net(torch.from_numpy(self._obs).to(self.device))[:, :, 0]
+        q = q.masked_fill(~self.net.action_mask, float("-inf"))
+        return q.argmax(-1).cpu().numpy()
 
     def _exploration_draws(self, epoch: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """The epoch's exploration draws up front, from each member's own stream: ``(steps, S, T)`` uniforms
