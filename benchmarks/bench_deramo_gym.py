@@ -4,6 +4,7 @@
     python benchmarks/bench_deramo_gym.py --epochs 5      # a shorter measurement
     python benchmarks/bench_deramo_gym.py --threads 2 --no-background-eval
     python benchmarks/bench_deramo_gym.py --population 10 --epochs 4 --kernels torch   # autograd's update
+    python benchmarks/bench_deramo_gym.py --population 100 --epochs 2 --device cuda    # the learner on a GPU
 
 Prints learning env steps/s (all tasks), updates/s, evaluation steps, wall-clock and peak memory of this
 process and of the evaluation worker. The run folder goes to a temporary directory unless --keep PATH.
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--no-background-eval", action="store_true")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--kernels", choices=["auto", "numpy", "torch"], default="auto")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA when present)")
     parser.add_argument("--keep", type=Path, help="write the run folder here instead of a temporary one")
     args = parser.parse_args()
 
@@ -56,6 +58,7 @@ def main() -> None:
             seeds=list(range(args.seed, args.seed + args.population)),
             torch_threads=args.threads,
             background_eval=not args.no_background_eval,
+            device=args.device,
         ),
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +78,8 @@ def main() -> None:
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
-        f"torch {torch.__version__}, threads {args.threads}, background eval {not args.no_background_eval},"
+        f"torch {torch.__version__}, device {trainer.device}, threads {args.threads},"
+        f" background eval {not args.no_background_eval},"
         f" precision {args.precision}, kernels {trainer.learner.kernels} (numpy's BLAS: {blas_description()})"
     )
     print(

@@ -4,6 +4,7 @@
     python benchmarks/bench_update.py --population 10 --threads 1 --mode single --precision bf16
     python benchmarks/bench_update.py --population 10 --profile     # add PyTorch's operator table
     python benchmarks/bench_update.py --population 10 --kernels torch numpy   # autograd vs mtdqn.backprop
+    python benchmarks/bench_update.py --population 100 --device cuda          # on a GPU (autograd)
 
 The batch is random (the update's cost does not depend on the numbers): ``batch_size`` samples per task
 and member of the ``deramo-gym`` tasks. Prints the mean time per update of each of ``--repeats`` runs of
@@ -28,6 +29,7 @@ from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.replay import Batch
 from mtdqn.tasks import task_specs
 from mtdqn.threads import blas_description, set_compute_threads
+from mtdqn.train import resolve_device
 
 
 def main() -> None:
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA when present)")
     args = parser.parse_args()
 
     set_compute_threads(args.threads)
@@ -51,10 +54,11 @@ def main() -> None:
 
 
 def bench(args: argparse.Namespace, kernels: str) -> None:
+    device = resolve_device(args.device)
     specs = task_specs(task_preset("deramo-gym"))
     net = MultiTaskQNetwork(
         specs, arch_preset("deramo"), share=args.mode == "multi", n_members=args.population, seeds=0
-    )
+    ).to(device)
     cfg = dataclasses.replace(LearnerConfig(), precision=args.precision, kernels=kernels)
     learner = DQNLearner(net, [s.gamma for s in specs], cfg)
     shape = (args.population, len(specs), cfg.batch_size)
@@ -66,16 +70,19 @@ def bench(args: argparse.Namespace, kernels: str) -> None:
         next_obs=torch.randn(*shape, net.obs_max, generator=gen),
         terminal=(torch.rand(*shape, generator=gen) < 0.05).float(),
     )
+    batch = Batch(**{k: v.to(device) for k, v in vars(batch).items()})
     for _ in range(20):
         learner.update(batch)
     times = []
     for _ in range(args.repeats):
+        _synchronize(device)
         start = time.perf_counter()
         for _ in range(args.updates):
             learner.update(batch)
+        _synchronize(device)
         times.append((time.perf_counter() - start) / args.updates * 1e3)
     print(
-        f"{args.mode}, {args.population} seeds, {args.threads} thread(s), {args.precision}, "
+        f"{device}, {args.mode}, {args.population} seeds, {args.threads} thread(s), {args.precision}, "
         f"{learner.kernels} kernels: ms per update "
         + ", ".join(f"{t:.2f}" for t in times)
         + f" (best {min(times):.2f})"
@@ -87,6 +94,12 @@ def bench(args: argparse.Namespace, kernels: str) -> None:
             for _ in range(args.updates):
                 learner.update(batch)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a time measures it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":
