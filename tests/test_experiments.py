@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from conftest import alive, fake_reference, sigterm_when
 
 import mtdqn.train
 from mtdqn.cli import main
+from mtdqn.errors import UserError
 from mtdqn.experiments import ConfigArm, Experiment, RunOptions, deramo_gym_config
 from mtdqn.reference import DERAMO_GYM_TASKS, ENV_VAR
 from mtdqn.runner import run_experiment
@@ -201,6 +203,17 @@ def test_an_experiment_from_before_kernels_continues_with_torch_kernels_only(
         (["deramo-gym", "--seeds", "2", "--backend", "ray"], 'pip install "mtdqn[ray]"'),
         (["deramo-gym", "--seeds", "2", "--backend", "ray", "--jobs", "2"], "--jobs is for --backend local"),
         (["deramo-gym", "--seeds", "2", "--jobs", "0"], "not a positive integer"),
+        (["deramo-gym", "--seeds", "2", "--gpus-per-group", "1"], "--gpus-per-group is for --backend ray"),
+        (["deramo-gym", "--seeds", "2", "--cpus-per-group", "2"], "--cpus-per-group is for --backend ray"),
+        (["deramo-gym", "--seeds", "2", "--gpus-per-group", "-1"], "not a non-negative number"),
+        (
+            ["deramo-gym", "--seeds", "2", "--backend", "ray", "--gpus-per-group", "1"],
+            "reserves GPUs for groups that learn on the CPU",
+        ),
+        (
+            ["deramo-gym", "--seeds", "2", "--backend", "ray", "--device", "cuda", "--gpus-per-group", "0"],
+            "Ray hides the GPUs from a task that reserves none",
+        ),
     ],
 )
 def test_experiment_mistakes_give_one_line_and_exit_code_2(
@@ -217,17 +230,42 @@ def test_experiment_mistakes_give_one_line_and_exit_code_2(
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["notes.txt", "taken"]  # nothing written
 
 
+def test_ray_groups_reserve_the_gpus_their_device_needs() -> None:
+    pytest.importorskip("ray")
+    from mtdqn.backends import RayBackend
+
+    default = RayBackend()
+    assert [default.gpus_for("cpu", gpus) for gpus in (0, 4)] == [0, 0]
+    assert [default.gpus_for("cuda", 4), default.gpus_for("auto", 4), default.gpus_for("auto", 0)] == [
+        1,
+        1,
+        0,
+    ]
+    assert RayBackend(gpus_per_group=0.25).gpus_for("auto", 1) == 0.25
+    with pytest.raises(
+        UserError, match=re.escape("each group would reserve 1 GPU(s) but the Ray cluster has 0")
+    ):
+        default.gpus_for("cuda", 0)
+    with pytest.raises(UserError, match=re.escape("reserve 2 GPU(s) but the Ray cluster has 1")):
+        RayBackend(gpus_per_group=2).gpus_for("auto", 1)
+    with pytest.raises(UserError, match="learn on the CPU"):
+        RayBackend(gpus_per_group=1).gpus_for("cpu", 4)
+
+
 @dataclasses.dataclass(frozen=True)
 class LoseWorkerOnceArm(ConfigArm):
-    """A ConfigArm whose first run trains one epoch, then kills its own process (a lost Ray worker)."""
+    """A ConfigArm whose first run trains one epoch, then kills its own process (a lost Ray worker); the
+    marker file it leaves holds the worker's ``CUDA_VISIBLE_DEVICES`` (the GPUs Ray gave the task)."""
 
     marker: str = ""
 
     def run(self, seeds: list[int], run_dir: Path, options: RunOptions) -> None:
         try:
-            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return super().run(seeds, run_dir, options)
+        os.write(fd, os.environ.get("CUDA_VISIBLE_DEVICES", "unset").encode())
+        os.close(fd)
         super().run(seeds, run_dir, dataclasses.replace(options, epochs=1))
         os._exit(1)
 
@@ -240,7 +278,10 @@ def test_ray_backend_runs_each_group_as_a_task_and_retries_a_lost_worker(
 
     tests = str(Path(__file__).parent)
     path = os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    # A declared (logical) GPU, as on a cluster with GPUs: each group reserves half of it. --device auto
+    # then learns on the CPU (PyTorch finds no CUDA here), with the same numbers.
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    messages: list[str] = []
     try:
         experiment = Experiment(
             "deramo-gym",
@@ -252,14 +293,15 @@ def test_ray_backend_runs_each_group_as_a_task_and_retries_a_lost_worker(
                 ),
             ),
         )
-        options = RunOptions(epochs=2, overrides=dict(OVERRIDES), progress=False)
-        backend = RayBackend(cpus_per_group=1)
+        options = RunOptions(epochs=2, overrides=dict(OVERRIDES), device="auto", progress=False)
+        backend = RayBackend(cpus_per_group=1, gpus_per_group=0.5)
         # one group per arm (both seeds): an agent's numbers do not depend on the seeds beside it
         folder = tmp_path / "exp"
-        results = run_experiment(experiment, folder, [0, 1], options, 2, backend, log=lambda m: None)
+        results = run_experiment(experiment, folder, [0, 1], options, 2, backend, log=messages.append)
     finally:
         ray.shutdown()
-    assert (tmp_path / "lost").exists()
+    assert "submitted 2 groups to Ray, 1 CPU(s) and 0.5 GPU(s) each" in messages
+    assert (tmp_path / "lost").read_text() == "0"  # the task saw the GPU it reserved
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["DQN-seeds0-1", "MDQN-seeds0-1"]
     ours, local = _rows(results), _rows(finished / "results.csv")
     assert [r.pop("group") for r in ours] == [f"{r.pop('group').split('-')[0]}-seeds0-1" for r in local]

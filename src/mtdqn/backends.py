@@ -132,13 +132,40 @@ def _run_job(job) -> str:
 
 class RayBackend:
     """Runs every group as one Ray task (``address``: a running cluster, e.g. ``auto``; None: the Ray
-    instance this process already has, or a new local one)."""
+    instance this process already has, or a new local one).
 
-    def __init__(self, address: str | None = None, cpus_per_group: int = 2, max_retries: int = 3) -> None:
+    Each task reserves ``cpus_per_group`` CPUs and ``gpus_per_group`` GPUs (None: see :meth:`gpus_for`).
+    Ray shows a task only the GPUs it reserved (it sets ``CUDA_VISIBLE_DEVICES``), so a group meant for a
+    GPU must reserve one, or a fraction of one to share it with other groups."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_group: int = 2,
+        max_retries: int = 3,
+        gpus_per_group: float | None = None,
+    ) -> None:
         self.address = address
         self.cpus_per_group = cpus_per_group
         self.max_retries = max_retries
+        self.gpus_per_group = gpus_per_group
         self.ray = import_ray()
+
+    def gpus_for(self, device: str, cluster_gpus: float) -> float:
+        """GPUs each group of a run on ``device`` (cpu, cuda, auto) reserves on a cluster with
+        ``cluster_gpus``: ``gpus_per_group`` when set, else 1 for cuda, and for auto 1 when the cluster has
+        a GPU; refuses a reservation that contradicts the device or that no machine of the cluster has."""
+        check_gpu_request(device, self.gpus_per_group)
+        gpus = self.gpus_per_group
+        if gpus is None:
+            cuda = device.startswith("cuda") or (device == "auto" and cluster_gpus >= 1)
+            gpus = 1.0 if cuda else 0.0
+        if gpus > cluster_gpus:
+            raise UserError(
+                f"each group would reserve {gpus:g} GPU(s) but the Ray cluster has {cluster_gpus:g}; "
+                "use --device cpu, a smaller --gpus-per-group, or a cluster with GPUs"
+            )
+        return gpus
 
     def run(self, jobs: list, log: Callable[[str], None]) -> None:
         ray = self.ray
@@ -146,12 +173,16 @@ class RayBackend:
             return
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
-        remote = ray.remote(num_cpus=self.cpus_per_group, max_retries=self.max_retries)(_run_job)
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        gpus = max(self.gpus_for(job.options.device or "cpu", cluster_gpus) for job in jobs)
+        remote = ray.remote(num_cpus=self.cpus_per_group, num_gpus=gpus, max_retries=self.max_retries)(
+            _run_job
+        )
         pending: dict[Any, Any] = {}
         for job in jobs:  # workers do not share this working directory: absolute folders
             job = _quiet(job, self.cpus_per_group)
             pending[remote.remote(job)] = job
-        log(f"submitted {len(jobs)} groups to Ray, {self.cpus_per_group} CPU(s) each")
+        log(f"submitted {len(jobs)} groups to Ray, {self.cpus_per_group} CPU(s) and {gpus:g} GPU(s) each")
         try:
             self._gather(pending, len(jobs), log)
         except BaseException:
@@ -180,6 +211,22 @@ class RayBackend:
         _raise_failures(failures)
 
 
+def check_gpu_request(device: str, gpus_per_group: float | None) -> None:
+    """Refuse a GPU reservation that contradicts the learner's device (``None``: no explicit request)."""
+    if gpus_per_group is None:
+        return
+    if gpus_per_group > 0 and device == "cpu":
+        raise UserError(
+            f"--gpus-per-group {gpus_per_group:g} reserves GPUs for groups that learn on the CPU; "
+            "add --device cuda (or auto), or leave out --gpus-per-group"
+        )
+    if gpus_per_group == 0 and device.startswith("cuda"):
+        raise UserError(
+            "--device cuda with --gpus-per-group 0: Ray hides the GPUs from a task that reserves none; "
+            "give a positive --gpus-per-group (e.g. 1, or 0.5 to put two groups on one GPU)"
+        )
+
+
 def import_ray():
     """The ``ray`` module, or a :class:`UserError` telling how to install it."""
     try:
@@ -189,13 +236,28 @@ def import_ray():
     return ray
 
 
-def make_backend(name: str, address: str | None = None, cpus_per_group: int | None = None, jobs: int = 1):
+def make_backend(
+    name: str,
+    address: str | None = None,
+    cpus_per_group: int | None = None,
+    jobs: int = 1,
+    gpus_per_group: float | None = None,
+    device: str | None = None,
+):
+    """The backend of ``--backend NAME`` and its options; ``device`` (the runs' ``--device``) is checked
+    against ``gpus_per_group`` here, before anything starts."""
     if name == "local":
         if address is not None:
             raise UserError("--ray-address needs --backend ray")
+        for flag, value in (("--cpus-per-group", cpus_per_group), ("--gpus-per-group", gpus_per_group)):
+            if value is not None:
+                raise UserError(f"{flag} is for --backend ray; locally use --jobs (and --device)")
         return LocalBackend(jobs)
     if jobs != 1:
         raise UserError("--jobs is for --backend local; Ray runs as many groups at once as its CPUs allow")
     if name == "ray":
-        return RayBackend(address, cpus_per_group or min(2, os.cpu_count() or 1))
+        check_gpu_request(device or "cpu", gpus_per_group)
+        return RayBackend(
+            address, cpus_per_group or min(2, os.cpu_count() or 1), gpus_per_group=gpus_per_group
+        )
     raise UserError(f"unknown backend {name!r}; use local or ray")

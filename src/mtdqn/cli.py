@@ -70,6 +70,7 @@ _positive_int = _checked(int, lambda v: v > 0, "a positive integer")
 _nonneg_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
 _probability = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 _positive_float = _checked(float, lambda v: v > 0, "a positive number")
+_nonneg_float = _checked(float, lambda v: v >= 0, "a non-negative number")
 
 
 def _unfreeze_epoch(text: str) -> int | str:

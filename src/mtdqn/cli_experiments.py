@@ -23,7 +23,7 @@ def _seed_count_or_list(text: str) -> list[int]:
 
 def add_parsers(sub) -> None:
     """Add ``experiment`` and ``report`` to the ``mtdqn`` subcommands."""
-    from mtdqn.cli import _nonneg_int, _positive_int
+    from mtdqn.cli import _nonneg_float, _nonneg_int, _positive_int
     from mtdqn.experiments import EXPERIMENTS
 
     exp = sub.add_parser(
@@ -93,6 +93,14 @@ def add_parsers(sub) -> None:
         metavar="N",
         help="CPUs Ray reserves for each group, also its learner threads (default: 2)",
     )
+    exp.add_argument(
+        "--gpus-per-group",
+        type=_nonneg_float,
+        metavar="G",
+        help="GPUs Ray reserves for each group; a fraction lets groups share one, e.g. 0.25. Ray shows a "
+        "task only the GPUs it reserved (default: 1 with --device cuda; with --device auto 1 when the "
+        "cluster has a GPU, else 0)",
+    )
     exp.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     exp.add_argument(
         "--analyze",
@@ -157,7 +165,9 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         progress=args.progress,
     )
     folder = Path(args.out) / (args.name or experiment.name)
-    backend = make_backend(args.backend, args.ray_address, args.cpus_per_group, args.jobs)
+    backend = make_backend(
+        args.backend, args.ray_address, args.cpus_per_group, args.jobs, args.gpus_per_group, args.device
+    )
     analysis = None
     if args.analyze:
         from mtdqn.analysis.config import AnalysisConfig
