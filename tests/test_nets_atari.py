@@ -205,7 +205,7 @@ def test_init_option_overrides_the_architectures_own() -> None:
     """review-mtqn keeps PyTorch's default init unless told; ``init="xavier"`` gives Xavier bounds."""
 
     def bound(net: AtariQNetwork, i: int) -> float:
-        return float(net.weights[i].abs().max())
+        return float(net.weights[i].detach().abs().max())
 
     fan_in, fan_out = 3136, 1024  # the 3136 -> 1024 sigmoid layer (index 3, after three convolutions)
     torch_net = _net("review-mtqn")
