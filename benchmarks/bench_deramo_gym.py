@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--kernels", choices=["auto", "numpy", "torch"], default="auto")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA when present)")
+    parser.add_argument("--eval-workers", type=int, default=0, help="processes per evaluation (0: auto)")
     parser.add_argument("--keep", type=Path, help="write the run folder here instead of a temporary one")
     args = parser.parse_args()
 
@@ -59,6 +60,7 @@ def main() -> None:
             torch_threads=args.threads,
             background_eval=not args.no_background_eval,
             device=args.device,
+            eval_workers=args.eval_workers,
         ),
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +81,7 @@ def main() -> None:
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         f"torch {torch.__version__}, device {trainer.device}, threads {args.threads},"
-        f" background eval {not args.no_background_eval},"
+        f" background eval {not args.no_background_eval} ({trainer.eval_workers()} process(es)),"
         f" precision {args.precision}, kernels {trainer.learner.kernels} (numpy's BLAS: {blas_description()})"
     )
     print(

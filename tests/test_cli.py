@@ -44,6 +44,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         (["train", "--task", "CartPole-v1", "--epochs", "-1"], "--epochs"),
         (["train", "--task", "CartPole-v1", "--batch-size", "0"], "not a positive integer"),
         (["train", "--task", "CartPole-v1", "--lr-fan-in", "-1"], "not a non-negative integer"),
+        (["train", "--task", "CartPole-v1", "--eval-workers", "-2"], "not a non-negative integer"),
         (["train", "--task", "CartPole-v1", "--kernels", "numpy", "--precision", "bf16"], "--kernels numpy"),
         (["train", "--task", "CartPole-v1", "--kernels", "blas"], "invalid choice"),
         (["train", "--task", "CartPole-v1", "--gamma", "1.5"], "not a number in [0, 1]"),
@@ -84,10 +85,11 @@ def test_run_folder_errors_and_resume_flags(tmp_path: Path, capsys) -> None:
     assert (run / "metrics.csv").read_bytes() == metrics  # nothing overwritten
     # settings that change no number may change: two more epochs on 2 threads, evaluated in this process
     resume = ["train", "--resume", str(run), "--epochs", "4", "--threads", "2", "--no-background-eval"]
-    assert main([*resume, "--no-progress"]) == 0
+    assert main([*resume, "--eval-workers", "3", "--no-progress"]) == 0
     capsys.readouterr()
     saved = json.loads((run / "config.json").read_text())["config"]["run"]
     assert (saved["epochs"], saved["torch_threads"], saved["background_eval"]) == (4, 2, False)
+    assert saved["eval_workers"] == 3
     assert (run / "metrics.csv").read_bytes().startswith(metrics)
     assert (run / "metrics.csv").read_text().splitlines()[-1].startswith("4,")
     metrics = (run / "metrics.csv").read_bytes()

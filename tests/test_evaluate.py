@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtdqn.config import NetworkConfig, TaskConfig
-from mtdqn.evaluate import EvalJob, Evaluator, ScoreKeeper, run_evaluation
+from mtdqn.evaluate import EvalJob, EvalResult, Evaluator, ScoreKeeper, run_evaluation
 from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.tasks import task_specs
 
@@ -83,3 +83,49 @@ def test_background_evaluation_gives_the_same_numbers() -> None:
         pool.close()
     np.testing.assert_array_equal(inline.j, remote.j)
     np.testing.assert_array_equal(inline.ret, remote.ret)
+
+
+def _population_job(seeds: list[int], n_steps: int = 300, epsilon: float = 0.1) -> EvalJob:
+    tasks = [
+        TaskConfig("CartPole-v1", gamma=0.99, horizon=500),
+        TaskConfig("mtdqn/CarOnHill-v0", gamma=0.95, horizon=100),
+    ]
+    net = MultiTaskQNetwork(task_specs(tasks), NetworkConfig(), n_members=len(seeds), seeds=seeds)
+    return EvalJob(
+        tasks=tasks,
+        params=[(w.copy(), b.copy()) for w, b in net.numpy_params()],
+        kinds=net.layer_kinds(),
+        action_mask=net.action_mask.numpy(),
+        obs_max=net.obs_max,
+        n_steps=n_steps,
+        epsilon=epsilon,
+        seeds=seeds,
+        epoch=2,
+    )
+
+
+def test_a_split_evaluation_joins_into_the_whole_ones_numbers() -> None:
+    job = _population_job([5, 1, 8, 2, 7])
+    parts = job.split(3)
+    assert [p.seeds for p in parts] == [[5, 1], [8], [2, 7]]
+    assert [p.params[1][0].shape[0] for p in parts] == [2, 1, 2]
+    whole, joined = run_evaluation(job), EvalResult.join([run_evaluation(p) for p in parts])
+    assert whole.j.shape == (5, 2) and (whole.episodes > 0).all()
+    for field in ("j", "ret", "episodes"):
+        np.testing.assert_array_equal(getattr(joined, field), getattr(whole, field))
+    assert len(job.split(9)) == 5  # at most one job per member
+
+
+def test_background_evaluation_with_several_workers_gives_the_same_numbers() -> None:
+    job = _population_job([5, 1, 8], n_steps=100)
+    inline = Evaluator(background=False).submit(job).result()
+    pool = Evaluator(background=True, workers=2)
+    try:
+        first = pool.submit(job).result(timeout=120)
+        second = pool.submit(job).result(timeout=120)  # the same processes serve the next epoch
+        assert len(pool._children) == 2
+    finally:
+        pool.close()
+    for remote in (first, second):
+        np.testing.assert_array_equal(inline.j, remote.j)
+        np.testing.assert_array_equal(inline.episodes, remote.episodes)

@@ -199,3 +199,26 @@ def test_acting_with_the_networks_own_forward_gives_the_same_run(tmp_path: Path,
     expected = np.array([[1, 2, 1], [1, 2, 1]])
     assert np.array_equal(device._greedy_on_device(), expected)
     assert np.array_equal(device._greedy_actor()(), expected)
+
+
+def test_evaluation_split_over_worker_processes_gives_the_same_run(tmp_path: Path) -> None:
+    inline = _train(tmp_path / "inline", seeds=[9, 4, 2])
+    split = _train(tmp_path / "split", seeds=[9, 4, 2], background_eval=True, eval_workers=2)
+    assert split.eval_workers() == 2
+    assert _metrics(inline.run_dir) == _metrics(split.run_dir)
+    assert inline.fingerprint == split.fingerprint  # a hardware setting: resumable with another count
+
+
+def test_automatic_evaluation_workers_follow_the_learners_device(tmp_path: Path, monkeypatch) -> None:
+    trainer = Trainer.create(small_config(seeds=list(range(60))), tmp_path / "run", progress=False)
+    assert trainer.eval_workers() == 1  # a CPU learner keeps the cores
+    monkeypatch.setattr(trainer, "device", torch.device("cuda"))  # as a GPU learner sees it
+    monkeypatch.setattr(trainer, "_cores", 16)
+    assert trainer.eval_workers() == 3  # one per 25 members
+    monkeypatch.setattr(trainer, "_cores", 4)
+    assert trainer.eval_workers() == 2  # at most half the cores
+    trainer.config.run.eval_workers = 5
+    assert trainer.eval_workers() == 5
+    trainer.config.run.eval_workers = -1
+    with pytest.raises(UserError, match="eval_workers is -1"):
+        trainer.config.validate()

@@ -10,6 +10,7 @@
 #   atari       bench_atari_train.py on CUDA: review-exp1 and review-mtqn, bf16 and fp32 (issue 5: 350k
 #               steps per game in <= 10 min)
 #   throughput  bench_deramo_gym.py --population 100 --epochs 3 on CUDA (learning phase apart from evaluation)
+#   evaluation  bench_evaluation.py: one 100-seed evaluation in 1, 4 and 8 processes (CPU work of a GPU run)
 # Pass step names to run only those: bash benchmarks/device/gpu_check.sh update atari
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -47,7 +48,7 @@ step() {
 }
 
 steps=("$@")
-(( ${#steps[@]} )) || steps=(tests experiment update atari throughput)
+(( ${#steps[@]} )) || steps=(tests experiment update atari throughput evaluation)
 for s in "${steps[@]}"; do
   case $s in
     tests) step tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py ;;
@@ -68,7 +69,9 @@ for s in "${steps[@]}"; do
         --precision bf16 fp32 --steps 2000 --threads 4 ;;
     throughput)
       step throughput 90 python3 benchmarks/bench_deramo_gym.py --device "$DEVICE" --population 100 --epochs 3 ;;
-    *) say "unknown step $s (tests, experiment, update, atari, throughput)"; exit 2 ;;
+    evaluation)
+      step evaluation 90 python3 benchmarks/bench_evaluation.py --population 100 --workers 1 4 8 --repeats 2 ;;
+    *) say "unknown step $s (tests, experiment, update, atari, throughput, evaluation)"; exit 2 ;;
   esac
 done
 say "done $(date -u)"

@@ -320,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 0)",
     )
     run.add_argument(
+        "--eval-workers",
+        type=_nonneg_int,
+        metavar="N",
+        help="processes sharing each background evaluation, each playing a slice of the seeds (same "
+        "numbers); 0: 1 with a CPU learner, else one per 25 seeds up to half the cores (default: 0)",
+    )
+    run.add_argument(
         "--no-background-eval",
         dest="background_eval",
         action="store_false",
@@ -643,6 +650,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             device=args.device,
             background_eval=args.background_eval,
             torch_threads=args.threads,
+            eval_workers=args.eval_workers,
         ),
     )
 
@@ -709,7 +717,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             extra = ", ".join(given + (["--overwrite"] if args.overwrite else []))
             raise UserError(
                 f"--resume continues with the run's saved config.json; drop {extra} "
-                "(only --epochs, --device, --threads, --no-background-eval and --no-progress may change)"
+                "(only --epochs, --device, --threads, --eval-workers, --no-background-eval and "
+                "--no-progress may change)"
             )
         trainer = Trainer.resume(
             Path(args.resume),
@@ -718,6 +727,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             progress=args.progress,
             threads=args.threads,
             background_eval=args.background_eval,
+            eval_workers=args.eval_workers,
         )
     else:
         config = config_from_args(args)

@@ -156,6 +156,10 @@ class RunConfig:
     """Threads of the learner (PyTorch's intra-op pool; with the numpy kernels also the slices of members
     whose products run at once); no number depends on it. 0 = automatic: 1 for a single seed (its small
     matmuls are fastest on one core while the other evaluates), every core for a population."""
+    eval_workers: int = 0
+    """Processes that share each background evaluation, each playing a contiguous slice of the members
+    (the same numbers: members are independent). 0 = automatic: 1 when the learner is on the CPU (its threads
+    want the cores), else one per 25 members, at most half the cores."""
 
 
 @dataclass
@@ -230,7 +234,7 @@ class Config:
     def learning_fingerprint(self) -> str:
         """Hash of everything that changes the learning (not epochs, device or eval placement)."""
         data = self.to_dict()
-        for key in ("epochs", "device", "background_eval", "torch_threads"):
+        for key in ("epochs", "device", "background_eval", "torch_threads", "eval_workers"):
             data["run"].pop(key)
         if data["transfer"] is None:  # runs from scratch keep the fingerprint they had before transfers
             data.pop("transfer")
@@ -285,6 +289,10 @@ class Config:
             self.atari.validate()
             if self.atari_network is None:
                 raise UserError("an Atari run needs Config.atari_network (mtdqn train --arch sets it)")
+        if self.run.eval_workers < 0:
+            raise UserError(
+                f"eval_workers is {self.run.eval_workers}; give 0 (automatic) or a positive count"
+            )
         if self.learner.optimizer not in OPTIMIZERS:
             raise UserError(
                 f"unknown optimizer {self.learner.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"

@@ -16,6 +16,8 @@ while the next epoch trains (``background_eval``); both placements give identica
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -76,6 +78,17 @@ class EvalJob:
     def run(self) -> EvalResult:
         return run_evaluation(self)
 
+    def split(self, n: int) -> list[EvalJob]:
+        """The same evaluation as ``n`` jobs (at most one per member) over contiguous slices of the members;
+        :meth:`EvalResult.join` of their results equals this job's result (members are independent)."""
+        edges = np.linspace(0, len(self.seeds), min(n, len(self.seeds)) + 1).round().astype(int)
+        return [
+            dataclasses.replace(
+                self, params=[(w[lo:hi], b[lo:hi]) for w, b in self.params], seeds=self.seeds[lo:hi]
+            )
+            for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)
+        ]
+
 
 @dataclass
 class EvalResult:
@@ -85,6 +98,16 @@ class EvalResult:
     j: np.ndarray
     ret: np.ndarray
     episodes: np.ndarray
+
+    @staticmethod
+    def join(parts: list[EvalResult]) -> EvalResult:
+        """The results of :meth:`EvalJob.split`'s jobs, in order, as one result."""
+        return EvalResult(
+            parts[0].epoch,
+            np.concatenate([p.j for p in parts]),
+            np.concatenate([p.ret for p in parts]),
+            np.concatenate([p.episodes for p in parts]),
+        )
 
 
 def run_evaluation(job: EvalJob) -> EvalResult:
@@ -159,13 +182,17 @@ class EvalHandle:
 
 
 class Evaluator:
-    """Runs evaluations inline or, one at a time, in a background process (lower priority: it has a whole
-    epoch to finish); results come back as :class:`EvalHandle` objects."""
+    """Runs evaluations inline or, one at a time, in background processes (lower priority: they have a
+    whole epoch to finish); results come back as :class:`EvalHandle` objects.
 
-    def __init__(self, background: bool) -> None:
+    With ``workers`` > 1 a job that can be split (:meth:`EvalJob.split`) is cut into that many slices of
+    members, each played by its own process at once; the joined result is the same."""
+
+    def __init__(self, background: bool, workers: int = 1) -> None:
         self._background = background
-        self._child: ChildProcess | None = None
-        self._in_flight = False
+        self._workers = max(1, workers)
+        self._children: list[ChildProcess] = []
+        self._in_flight = 0  # processes working on the current job
 
     def submit(self, job) -> EvalHandle:
         """Evaluate ``job`` (anything with a ``run()`` returning an :class:`EvalResult`)."""
@@ -173,39 +200,52 @@ class Evaluator:
             return EvalHandle(result=job.run())
         if self._in_flight:
             raise RuntimeError("one background evaluation at a time: take the last one's result first")
-        if self._child is None:
-            self._child = ChildProcess(_serve, name="mtdqn-eval", niceness=10, daemon=True)
-        self._child.conn.send(job)
-        self._in_flight = True
+        parts = job.split(self._workers) if self._workers > 1 and hasattr(job, "split") else [job]
+        while len(self._children) < len(parts):
+            name = f"mtdqn-eval{len(self._children)}"
+            self._children.append(ChildProcess(_serve, name=name, niceness=10, daemon=True))
+        for child, part in zip(self._children, parts, strict=False):
+            child.conn.send(part)
+        self._in_flight = len(parts)
         return EvalHandle(self)
 
     def _receive(self, timeout: float | None) -> EvalResult:
-        assert self._child is not None and self._in_flight
-        conn = self._child.conn
-        if timeout is not None and not conn.poll(timeout):
-            raise TimeoutError(f"the background evaluation did not finish within {timeout} s")
-        try:
-            status, payload = conn.recv()
-        except (EOFError, OSError):
-            code = self._child.process.exitcode
-            raise RuntimeError(
-                f"the background evaluation process ended (exit code {code}) before sending its result; "
-                "run again (the run resumes) or pass --no-background-eval to evaluate in this process"
-            ) from None
-        self._in_flight = False
-        if status == "error":
-            raise payload
-        return payload
+        assert self._in_flight
+        busy = self._children[: self._in_flight]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for child in busy:  # wait for every reply before reading any: a timeout leaves the state intact
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not child.conn.poll(left):
+                raise TimeoutError(f"the background evaluation did not finish within {timeout} s")
+        self._in_flight = 0
+        replies = []
+        for child in busy:
+            try:
+                replies.append(child.conn.recv())
+            except (EOFError, OSError):
+                code = child.process.exitcode
+                raise RuntimeError(
+                    f"the background evaluation process ended (exit code {code}) before sending its "
+                    "result; run again (the run resumes) or pass --no-background-eval to evaluate in this "
+                    "process"
+                ) from None
+        for status, payload in replies:
+            if status == "error":
+                raise payload
+        parts = [payload for _, payload in replies]
+        return parts[0] if len(parts) == 1 else EvalResult.join(parts)
 
     def close(self) -> None:
-        """End the background process: at once if an evaluation is still running (a resumed run evaluates
-        that epoch again), else after telling it to finish."""
-        child, self._child = self._child, None
-        if child is None:
+        """End the background processes: at once if an evaluation is still running (a resumed run
+        evaluates that epoch again), else after telling them to finish."""
+        children, self._children = self._children, []
+        running, self._in_flight = self._in_flight, 0
+        if running:
+            for child in children:
+                child.stop(grace_s=5.0)
             return
-        if self._in_flight:
-            child.stop(grace_s=5.0)
-            return
-        with contextlib.suppress(OSError):
-            child.conn.send(None)
-        child.stop(grace_s=10.0, terminate=False)
+        for child in children:
+            with contextlib.suppress(OSError):
+                child.conn.send(None)
+        for child in children:
+            child.stop(grace_s=10.0, terminate=False)

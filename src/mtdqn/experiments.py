@@ -32,7 +32,7 @@ from mtdqn.errors import UserError
 
 OVERRIDE_SECTIONS = ("network", "replay", "learner", "exploration", "run")
 _NOT_OVERRIDABLE = {"run.seeds": "--seeds", "run.epochs": "--epochs", "run.device": "--device"}
-HARDWARE_FIELDS = ("device", "background_eval", "torch_threads")
+HARDWARE_FIELDS = ("device", "background_eval", "torch_threads", "eval_workers")
 """RunConfig fields that never change a run's numbers (left out of an arm's description; an experiment may
 be continued with other values of them)."""
 

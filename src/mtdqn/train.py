@@ -149,13 +149,20 @@ class Trainer:
         progress: bool = True,
         threads: int | None = None,
         background_eval: bool | None = None,
+        eval_workers: int | None = None,
     ) -> Trainer:
         """The run in ``run_dir`` as of its last checkpoint, without writing anything; ``epochs``,
-        ``device``, ``threads`` and ``background_eval`` replace the saved ones (none changes a number
-        but the epoch count)."""
+        ``device``, ``threads``, ``background_eval`` and ``eval_workers`` replace the saved ones (none
+        changes a number but the epoch count)."""
         run_dir = Path(run_dir)
         config = load_config(run_dir)
-        changes = dict(epochs=epochs, device=device, torch_threads=threads, background_eval=background_eval)
+        changes = dict(
+            epochs=epochs,
+            device=device,
+            torch_threads=threads,
+            background_eval=background_eval,
+            eval_workers=eval_workers,
+        )
         for field, value in changes.items():
             if value is not None:
                 setattr(config.run, field, value)
@@ -168,7 +175,7 @@ class Trainer:
     @classmethod
     def resume(cls, run_dir: Path, progress: bool = True, **changes) -> Trainer:
         """Continue the run in ``run_dir`` after its last completed epoch; ``changes`` (``epochs``,
-        ``device``, ``threads``, ``background_eval``) are :meth:`load`'s."""
+        ``device``, ``threads``, ``background_eval``, ``eval_workers``) are :meth:`load`'s."""
         trainer = cls.load(run_dir, progress=progress, **changes)
         save_config(trainer.run_dir, trainer.config)  # records a new epoch count, device or threads
         return trainer
@@ -213,7 +220,7 @@ class Trainer:
         """Warm up (if new), then train and evaluate until ``config.run.epochs``; resumable at any point."""
         cfg = self.config.run
         self.metrics.load(max_epoch=max(self.epoch, 0))
-        evaluator = Evaluator(background=cfg.background_eval)
+        evaluator = Evaluator(background=cfg.background_eval, workers=self.eval_workers())
         writer = self._tensorboard(purge_step=max(self.epoch, 0))
         bar = self._progress_bar()
         try:
@@ -250,6 +257,15 @@ class Trainer:
             evaluator.close()
             writer.close()
         plot_learning_curves(self.run_dir)
+
+    def eval_workers(self) -> int:
+        """Processes per background evaluation: ``run.eval_workers``, or for 0 one with a learner on the CPU
+        (its threads use the cores) and otherwise one per 25 members, at most half the cores."""
+        if self.config.run.eval_workers:
+            return self.config.run.eval_workers
+        if self.device.type == "cpu":
+            return 1
+        return max(1, min(self._cores // 2, -(-self.n_members // 25)))
 
     def _save_checkpoint(self) -> None:
         """Everything needed to resume after the current epoch, written atomically."""
