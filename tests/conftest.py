@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,18 @@ def small_config(**run_overrides) -> Config:
         exploration=ExplorationConfig(eps_decay_steps=50),
         run=run,
     )
+
+
+@pytest.fixture
+def one_ray_instance():
+    """Holds a lock while a test runs its local Ray instance, so that two such tests never run at once
+    (the suite runs its files in two pytest-xdist workers; two Ray instances would fight for two cores)."""
+    with open(Path(tempfile.gettempdir()) / "mtdqn-tests-ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture

@@ -304,7 +304,7 @@ def test_analyze_adds_the_sharing_metrics_against_the_width(tmp_path: Path, monk
     assert _rows(folder / "sharing.csv") == rows
 
 
-def test_ray_runs_the_transfer_arms_after_the_pretraining(tmp_path: Path, transfer) -> None:
+def test_ray_runs_the_transfer_arms_after_the_pretraining(tmp_path: Path, transfer, one_ray_instance) -> None:
     ray = pytest.importorskip("ray")
     from mtdqn.backends import RayBackend
 

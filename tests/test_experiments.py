@@ -271,7 +271,7 @@ class LoseWorkerOnceArm(ConfigArm):
 
 
 def test_ray_backend_runs_each_group_as_a_task_and_retries_a_lost_worker(
-    tmp_path: Path, finished: Path, monkeypatch
+    tmp_path: Path, finished: Path, monkeypatch, one_ray_instance
 ) -> None:
     ray = pytest.importorskip("ray")
     from mtdqn.backends import RayBackend

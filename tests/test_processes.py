@@ -86,7 +86,7 @@ def test_background_evaluation_errors_come_back_with_the_childs_traceback() -> N
 def test_closing_during_an_evaluation_does_not_wait_for_it() -> None:
     evaluator = Evaluator(background=True)
     evaluator.submit(_Slow())
-    child = evaluator._child
+    (child,) = evaluator._children
     time.sleep(1.0)
     start = time.monotonic()
     evaluator.close()
