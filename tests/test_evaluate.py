@@ -46,23 +46,26 @@ def test_cartpole_max_j_is_the_papers_99_343() -> None:
     assert keeper.result()[0, 0] == pytest.approx(99.34295, abs=1e-5)  # sum_{t<500} 0.99^t
 
 
-def _job(epoch: int = 0, n_steps: int = 300) -> EvalJob:
-    tasks = [
-        TaskConfig("CartPole-v1", gamma=0.99, horizon=500),
-        TaskConfig("mtdqn/InvertedPendulumDiscrete-v1", gamma=0.95, horizon=3000),
-    ]
-    net = MultiTaskQNetwork(task_specs(tasks), NetworkConfig(), seeds=0)
+def _eval_job(tasks: list[TaskConfig], seeds: list[int], net_seeds, **job) -> EvalJob:
+    """An evaluation of an untrained network (initialised from ``net_seeds``) for ``seeds``."""
+    net = MultiTaskQNetwork(task_specs(tasks), NetworkConfig(), n_members=len(seeds), seeds=net_seeds)
     return EvalJob(
         tasks=tasks,
         params=[(w.copy(), b.copy()) for w, b in net.numpy_params()],
         kinds=net.layer_kinds(),
         action_mask=net.action_mask.numpy(),
         obs_max=net.obs_max,
-        n_steps=n_steps,
-        epsilon=0.0,
-        seeds=[3],
-        epoch=epoch,
+        seeds=seeds,
+        **job,
     )
+
+
+def _job(epoch: int = 0, n_steps: int = 300) -> EvalJob:
+    tasks = [
+        TaskConfig("CartPole-v1", gamma=0.99, horizon=500),
+        TaskConfig("mtdqn/InvertedPendulumDiscrete-v1", gamma=0.95, horizon=3000),
+    ]
+    return _eval_job(tasks, [3], 0, n_steps=n_steps, epsilon=0.0, epoch=epoch)
 
 
 def test_evaluation_is_deterministic_and_counts_only_finished_episodes() -> None:
@@ -90,18 +93,7 @@ def _population_job(seeds: list[int], n_steps: int = 300, epsilon: float = 0.1) 
         TaskConfig("CartPole-v1", gamma=0.99, horizon=500),
         TaskConfig("mtdqn/CarOnHill-v0", gamma=0.95, horizon=100),
     ]
-    net = MultiTaskQNetwork(task_specs(tasks), NetworkConfig(), n_members=len(seeds), seeds=seeds)
-    return EvalJob(
-        tasks=tasks,
-        params=[(w.copy(), b.copy()) for w, b in net.numpy_params()],
-        kinds=net.layer_kinds(),
-        action_mask=net.action_mask.numpy(),
-        obs_max=net.obs_max,
-        n_steps=n_steps,
-        epsilon=epsilon,
-        seeds=seeds,
-        epoch=2,
-    )
+    return _eval_job(tasks, seeds, seeds, n_steps=n_steps, epsilon=epsilon, epoch=2)
 
 
 def test_a_split_evaluation_joins_into_the_whole_ones_numbers() -> None:
