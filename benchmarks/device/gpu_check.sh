@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 3 and 5, as one command on the GPU machine, from the repository root, after
-# benchmarks/device/fetch_wheels.sh ran here. With the device tool:
-#   run(command="bash benchmarks/device/gpu_check.sh", carry=[".whl"], timeout_s=600)
+# benchmarks/device/prepare.sh ran here. With the device tool:
+#   run(command="bash benchmarks/device/gpu_check.sh", carry=[".gpu-check"], timeout_s=600)
 # Steps in order of importance, each under its own time limit and all within BUDGET_S (default 560 s);
 # every step's full output and a summary go to $OUT (or /tmp/gpu-check). The steps:
 #   tests       tests/test_cuda.py: the update on CUDA follows the CPU's, control and Atari runs on CUDA
@@ -22,13 +22,14 @@ deadline=$(( $(date +%s) + BUDGET_S ))
 summary="$OUT/summary.txt"
 say() { echo "$*" | tee -a "$summary"; }
 
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { say "installing .whl/ failed"; exit 2; }
+if compgen -G ".gpu-check/wheels/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .gpu-check/wheels/*.whl || { say "installing .gpu-check/wheels failed"; exit 2; }
   export PYTHONPATH="$PWD/src:/tmp/site"
 else
   export PYTHONPATH="$PWD/src"
 fi
+[ -d .gpu-check/reference/deramo2020 ] && export MTDQN_REFERENCE="$PWD/.gpu-check/reference/deramo2020"
 export PYTHONUNBUFFERED=1
 say "$(date -u) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)"
 say "$(python3 -c 'import torch, numpy, gymnasium; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "numpy", numpy.__version__, "gymnasium", gymnasium.__version__)' 2>&1)"
