@@ -3,6 +3,7 @@ evaluator's errors and early close."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -10,10 +11,11 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import alive
 
-from mtdqn.evaluate import Evaluator
+from mtdqn.evaluate import EvalResult, Evaluator
 from mtdqn.processes import ChildProcess, stop_all
 
 
@@ -91,3 +93,30 @@ def test_closing_during_an_evaluation_does_not_wait_for_it() -> None:
     start = time.monotonic()
     evaluator.close()
     assert time.monotonic() - start < 10 and not child.process.is_alive()
+
+
+class _Quick:
+    def run(self) -> EvalResult:
+        return EvalResult(0, np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1), np.int64))
+
+
+class _Dies:
+    def run(self):
+        os._exit(3)
+
+
+class _HalfDies:
+    """A job split in two: one slice scores, the other's process dies."""
+
+    def split(self, n: int):
+        return [_Quick(), _Dies()]
+
+
+def test_a_dead_evaluation_worker_is_a_clear_error_not_a_hang() -> None:
+    evaluator = Evaluator(background=True, workers=2)
+    try:
+        with pytest.raises(RuntimeError, match=r"background evaluation process ended \(exit code"):
+            evaluator.submit(_HalfDies()).result(timeout=120)
+    finally:
+        evaluator.close()
+    assert evaluator._children == []
