@@ -69,8 +69,7 @@ def bench(args: argparse.Namespace, kernels: str) -> None:
         reward=torch.randn(*shape, generator=gen),
         next_obs=torch.randn(*shape, net.obs_max, generator=gen),
         terminal=(torch.rand(*shape, generator=gen) < 0.05).float(),
-    )
-    batch = Batch(**{k: v.to(device) for k, v in vars(batch).items()})
+    ).to(device)
     for _ in range(20):
         learner.update(batch)
     times = []

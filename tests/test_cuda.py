@@ -13,53 +13,36 @@ import numpy as np
 import pytest
 import torch
 from conftest import small_config
+from test_backprop import SPECS, _batch
 from test_train_atari import tiny
 
-from mtdqn.config import LearnerConfig, arch_preset, task_preset
+from mtdqn.config import LearnerConfig, NetworkConfig
 from mtdqn.learner import DQNLearner
 from mtdqn.nets import MultiTaskQNetwork
-from mtdqn.replay import Batch
 from mtdqn.runlog import read_metrics
-from mtdqn.tasks import task_specs
 from mtdqn.train import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.mark.parametrize("mode", ["multi", "single"])
-def test_the_update_on_cuda_follows_the_cpu_update(mode: str) -> None:
-    """Same network, batch and hyperparameters: 20 updates on the GPU (autograd) and on the CPU (the numpy
+@pytest.mark.parametrize("share", [True, False])
+def test_the_update_on_cuda_follows_the_cpu_update(share: bool) -> None:
+    """Same network, batches and hyperparameters: 20 updates on the GPU (autograd) and on the CPU (the numpy
     kernels) end at the same weights up to float rounding."""
-    specs = task_specs(task_preset("deramo-gym"))
-    cpu_net = MultiTaskQNetwork(
-        specs, arch_preset("deramo"), share=mode == "multi", n_members=3, seeds=[0, 1, 2]
-    )
+    cpu_net = MultiTaskQNetwork(SPECS, NetworkConfig(), share=share, n_members=3, seeds=[0, 1, 2])
     cuda_net = copy.deepcopy(cpu_net).cuda()
+    start = cpu_net.weights[1].detach().clone()
     cfg = dataclasses.replace(LearnerConfig(), target_update_every=7)
-    gammas = [s.gamma for s in specs]
+    gammas = [s.gamma for s in SPECS]
     cpu, gpu = DQNLearner(cpu_net, gammas, cfg), DQNLearner(cuda_net, gammas, cfg)
     assert (cpu.kernels, gpu.kernels) == ("numpy", "torch")
-    gen = torch.Generator().manual_seed(0)
-    shape = (3, len(specs), cfg.batch_size)
-    obs_max = cpu_net.obs_max
-    for _ in range(20):
-        batch = Batch(
-            obs=torch.randn(*shape, obs_max, generator=gen),
-            action=torch.randint(0, 2, shape, generator=gen),
-            reward=torch.randn(*shape, generator=gen),
-            next_obs=torch.randn(*shape, obs_max, generator=gen),
-            terminal=(torch.rand(*shape, generator=gen) < 0.1).float(),
-        )
+    for seed in range(20):
+        batch = _batch(3, n=32, seed=seed)
         cpu.update(batch)
-        gpu.update(Batch(**{k: v.cuda() for k, v in vars(batch).items()}))
+        gpu.update(batch.to("cuda"))
     for p_cpu, p_gpu in zip(cpu_net.parameters(), cuda_net.parameters(), strict=True):
         torch.testing.assert_close(p_gpu.cpu(), p_cpu, rtol=1e-3, atol=1e-4)
-    assert not torch.equal(
-        cpu_net.weights[1],
-        MultiTaskQNetwork(
-            specs, arch_preset("deramo"), share=mode == "multi", n_members=3, seeds=[0, 1, 2]
-        ).weights[1],
-    )  # the updates moved the weights
+    assert not torch.equal(cpu_net.weights[1], start)  # the updates moved the weights
 
 
 def test_a_control_run_on_cuda_trains_and_resumes_on_the_cpu(tmp_path: Path) -> None:

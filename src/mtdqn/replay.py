@@ -10,7 +10,7 @@ shape, not a sort order).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ class Batch:
     next_obs: torch.Tensor
     terminal: torch.Tensor
     """1.0 for a true terminal (no bootstrap); 0.0 otherwise, horizon cuts included."""
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on ``device``."""
+        return Batch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 class MultiTaskReplay:

@@ -19,10 +19,12 @@ computation for all members and tasks, and each task's S environment copies step
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -265,7 +267,7 @@ class Trainer:
             return self.config.run.eval_workers
         if self.device.type == "cpu":
             return 1
-        return max(1, min(self._cores // 2, -(-self.n_members // 25)))
+        return max(1, min(self._cores // 2, math.ceil(self.n_members / 25)))
 
     def _save_checkpoint(self) -> None:
         """Everything needed to resume after the current epoch, written atomically."""
@@ -350,7 +352,7 @@ class Trainer:
         self.wall_s += seconds
         return seconds
 
-    def _greedy_actor(self):
+    def _greedy_actor(self) -> Callable[[], np.ndarray]:
         """A function returning the greedy actions ``(S, T)`` for the current observations and weights.
 
         On the CPU a numpy forward on views of the live parameters (no copy, ~20 us for all tasks); on a
