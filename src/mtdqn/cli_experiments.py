@@ -91,7 +91,7 @@ def add_parsers(sub) -> None:
         "--cpus-per-group",
         type=_positive_int,
         metavar="N",
-        help="CPUs Ray reserves for each group, also its learner threads (default: 2)",
+        help="CPUs Ray reserves for each group, also its learner threads (default: 2; 1 on a 1-CPU machine)",
     )
     exp.add_argument(
         "--gpus-per-group",
