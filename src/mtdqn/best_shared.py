@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import torch
 from mtdqn.config import NetworkConfig
 from mtdqn.errors import UserError
 from mtdqn.nets import MultiTaskQNetwork
-from mtdqn.runlog import atomic_write_bytes
+from mtdqn.runlog import atomic_write_bytes, safe_torch_load
 
 BEST_SHARED_FILE = "best_shared.pt"
 BEST_SHARED_FORMAT = 1
@@ -157,13 +156,7 @@ class BestShared:
 
 def load_best_shared(path: Path) -> dict[str, Any]:
     """Read a ``best_shared.pt`` safely (tensors and plain containers only) and check its layout."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"{path} is corrupt or not an mtdqn best_shared.pt ({first}); retrain the source run"
-        ) from None
+    data = safe_torch_load(path, "best_shared.pt", "retrain the source run")
     keys = {"weights", "biases", "seeds", "epoch", "score", "shared_spec"}
     if not isinstance(data, dict) or data.get("format") != BEST_SHARED_FORMAT or not keys <= data.keys():
         raise UserError(f"{path} has an unknown format; retrain the source run with this mtdqn")

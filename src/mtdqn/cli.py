@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -69,8 +71,18 @@ def _checked(convert: Callable[[str], float], ok: Callable[[float], bool], requi
 _positive_int = _checked(int, lambda v: v > 0, "a positive integer")
 _nonneg_int = _checked(int, lambda v: v >= 0, "a non-negative integer")
 _probability = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
-_positive_float = _checked(float, lambda v: v > 0, "a positive number")
-_nonneg_float = _checked(float, lambda v: v >= 0, "a non-negative number")
+_positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
+_nonneg_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a non-negative finite number")
+
+
+def folder_name(text: str) -> str:
+    """``--name``: one folder name (not ``.``/``..``, no path separator, not blank)."""
+    if not text.strip() or text in (".", "..") or "/" in text or os.sep in text or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a folder name; give a plain name such as my-run (the parent folder is "
+            "--runs-dir or --out)"
+        )
+    return text
 
 
 def _unfreeze_epoch(text: str) -> int | str:
@@ -333,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluate in this process instead of a second one (same numbers, slower)",
     )
-    run.add_argument("--name", help="run folder name (default: <preset or tasks>-<mode>-seed<seed>)")
+    run.add_argument(
+        "--name", type=folder_name, help="run folder name (default: <preset or tasks>-<mode>-seed<seed>)"
+    )
     run.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     run.add_argument(
         "--resume",
@@ -818,7 +832,10 @@ def cmd_plot(args: argparse.Namespace) -> None:
     run_dir = Path(args.run_dir)
     if not (run_dir / "metrics.csv").is_file():
         raise UserError(f"{run_dir} has no metrics.csv; check the path or train the run first")
-    for path in plot_learning_curves(run_dir):
+    paths = plot_learning_curves(run_dir)
+    if not paths:
+        raise UserError(f"{run_dir}/metrics.csv has no evaluations yet; train the run for an epoch first")
+    for path in paths:
         print(path)
 
 

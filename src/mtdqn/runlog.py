@@ -9,12 +9,14 @@
 
 Every file is written atomically (temporary file, fsync, rename), so a killed run never leaves a half file.
 Checkpoints hold only tensors and plain containers and are loaded with ``torch.load(weights_only=True)``:
-no arbitrary object is ever unpickled.
+no arbitrary object is ever unpickled. Each carries a digest of its contents, checked on loading, so a
+checkpoint damaged on disk is refused instead of resuming with garbage weights.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -86,16 +88,54 @@ def save_config(run_dir: Path, config: Config) -> None:
 
 
 def load_config(run_dir: Path) -> Config:
+    """The validated configuration of the run in ``run_dir``; a missing or broken config.json is a
+    :class:`UserError` naming the file."""
     path = run_dir / "config.json"
+    if run_dir.is_file():
+        raise UserError(f"{run_dir} is a file, not a run folder; pass the run's folder")
     if not path.is_file():
         raise UserError(f"{run_dir} is not an mtdqn run folder (no config.json); check the path")
     try:
         payload = json.loads(path.read_text())
-        return Config.from_dict(payload["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        config = Config.from_dict(payload["config"])
+        config.validate()
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise UserError(
             f"{path} is corrupt ({exc}); restore it or start a new run with --overwrite"
         ) from None
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return config
+
+
+def _corrupt_metrics(path: Path, problem: str) -> UserError:
+    return UserError(f"{path} is corrupt ({problem}); restore it, or start the run again with --overwrite")
+
+
+def _read_metric_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a metrics.csv, checked: every column present and the numeric ones numbers."""
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _corrupt_metrics(path, str(exc)) from None
+    if not header and not rows:  # an empty file: nothing recorded
+        return []
+    missing = [c for c in METRIC_COLUMNS if c not in header]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise _corrupt_metrics(path, f"no column {missing[0]!r}{more} in its first line")
+    for line, row in enumerate(rows, start=2):
+        for key in METRIC_COLUMNS:
+            if key == "task_name":
+                continue
+            try:
+                float(row[key])
+            except (TypeError, ValueError):
+                raise _corrupt_metrics(path, f"line {line}: {key} is {row[key]!r}, not a number") from None
+    return rows
 
 
 class MetricsTable:
@@ -110,10 +150,7 @@ class MetricsTable:
         self.rows = []
         if not self.path.is_file():
             return
-        with self.path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                if int(row["epoch"]) <= max_epoch:
-                    self.rows.append(row)
+        self.rows = [r for r in _read_metric_rows(self.path) if int(float(r["epoch"])) <= max_epoch]
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         self.rows.extend(rows)
@@ -124,13 +161,12 @@ class MetricsTable:
         atomic_write_bytes(self.path, buf.getvalue().encode())
 
     def evaluated_epochs(self) -> set[int]:
-        return {int(r["epoch"]) for r in self.rows}
+        return {int(float(r["epoch"])) for r in self.rows}
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
     """metrics.csv as columns (numbers as float arrays, task names as a string array)."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _read_metric_rows(path)
     cols: dict[str, np.ndarray] = {}
     for key in METRIC_COLUMNS:
         values = [r[key] for r in rows]
@@ -143,34 +179,87 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
     buf = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
+    torch.save({"format": CHECKPOINT_FORMAT, "digest": state_digest(state), **state}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path, fingerprint: str, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely and check that it belongs to the configuration ``fingerprint``."""
-    import pickle
-
+def state_digest(state: Any) -> str:
+    """A SHA-256 digest of a checkpoint's contents: every tensor's dtype, shape and bytes and every plain
+    value, walked in a fixed order; equal for the saved state and the same state loaded back. (SHA-256:
+    the fastest of hashlib's digests on CPUs with SHA instructions, ~1.3 GB/s here.)"""
     import torch
 
+    digest = hashlib.sha256()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            data = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"T{data.dtype}{tuple(value.shape)}".encode())
+            digest.update(data.view(torch.uint8).numpy())
+        elif isinstance(value, np.ndarray):
+            digest.update(f"A{value.dtype.str}{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value).view(np.uint8))
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)}".encode())
+            for key in sorted(value, key=repr):
+                digest.update(repr(key).encode())
+                walk(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"L{len(value)}".encode())
+            for item in value:
+                walk(item)
+        else:
+            digest.update(f"V{type(value).__name__}:{value!r}".encode())
+
+    walk(state)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: Path, fingerprint: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely, check its digest and that it belongs to the configuration ``fingerprint``."""
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}; the run has not finished an epoch yet, start it again")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"checkpoint {path} is corrupt or not an mtdqn checkpoint ({first}); "
-            "restart the run with --overwrite"
-        ) from None
+    state = safe_torch_load(path, "checkpoint", "restart the run with --overwrite", map_location)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {path} has an unknown format; restart the run with --overwrite")
+    saved_digest = state.pop("digest", None)  # checkpoints written before digests have none
+    if saved_digest is not None:
+        body = {k: v for k, v in state.items() if k != "format"}
+        if state_digest(body) != saved_digest:
+            raise UserError(
+                f"checkpoint {path} is damaged (its contents do not match the digest saved with it); "
+                "restore it from a backup or restart the run with --overwrite"
+            )
     if state.get("fingerprint") != fingerprint:
         raise UserError(
             f"checkpoint {path} was written by a different configuration than {path.parent}/config.json; "
             "restore the matching config.json or restart with --overwrite"
         )
     return state
+
+
+def safe_torch_load(path: Path, what: str, fix: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only. A file that is damaged, or
+    that holds any other object (which could run code when unpickled), is a :class:`UserError` saying
+    ``what`` it should have been and the ``fix``."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Unsupported global" in text:  # torch's words for an object it refused to unpickle
+            raise UserError(
+                f"{what} {path} holds objects other than tensors and plain containers, so it was not "
+                f"written by mtdqn; it was not loaded (unpickling it could run arbitrary code); {fix}"
+            ) from None
+        detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if text.strip() else ""
+        raise UserError(f"{what} {path} is corrupt or not an mtdqn {what} ({detail}); {fix}") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what} {path} is corrupt or not an mtdqn {what} ({first}); {fix}") from None
 
 
 def safe_name(label: str) -> str:

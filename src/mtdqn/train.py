@@ -55,6 +55,12 @@ _SAMPLE_CHUNK = 100
 """Steps whose replay samples are drawn and planned at once."""
 
 
+def _epoch_list(epochs: list[int]) -> str:
+    if len(epochs) <= 5:
+        return ", ".join(map(str, epochs))
+    return f"{epochs[0]}, {epochs[1]}, ... {epochs[-1]} ({len(epochs)} epochs)"
+
+
 def _trainer_class(cls: type, config: Config) -> type:
     """``cls``, or the Atari trainer when ``config`` is an Atari run and no subclass was asked for."""
     if cls is Trainer and config.is_atari:
@@ -132,13 +138,23 @@ class Trainer:
         trainer = _trainer_class(cls, config)(config, run_dir, progress)  # validates before touching the disk
         trainer._source = source
         if run_dir.exists() and any(run_dir.iterdir()):
+            if not (run_dir / "config.json").is_file():
+                raise UserError(
+                    f"{run_dir} exists and is not an mtdqn run folder (no config.json); --overwrite replaces "
+                    "only run folders: choose another --name or --runs-dir"
+                )
             if not overwrite:
                 raise UserError(
                     f"run folder {run_dir} already exists; pass --resume to continue it, --overwrite to "
                     "replace it, or choose another --name"
                 )
             shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"cannot create the run folder {run_dir} ({exc.strerror or exc}); choose another --runs-dir"
+            ) from None
         save_config(run_dir, config)
         return trainer
 
@@ -172,7 +188,32 @@ class Trainer:
         ckpt_path = run_dir / "checkpoint.pt"
         if ckpt_path.is_file():
             trainer.load_state(load_checkpoint(ckpt_path, trainer.fingerprint, map_location=trainer.device))
+        trainer._check_history()
+        if epochs is not None and epochs < trainer.epoch:
+            raise UserError(
+                f"--epochs {epochs} is below the {trainer.epoch} epochs {run_dir} has done; pass --epochs "
+                f"{trainer.epoch} or more (a run is never shortened)"
+            )
         return trainer
+
+    def _check_history(self) -> None:
+        """metrics.csv and the checkpoint must tell the same story: the evaluation of every epoch before the
+        checkpoint's is recorded, and no evaluation exists without a checkpoint."""
+        table = MetricsTable(self.run_dir / "metrics.csv")
+        table.load(max_epoch=max(self.epoch, 0) if self.epoch >= 0 else 10**9)
+        recorded = table.evaluated_epochs()
+        if self.epoch < 0 and recorded:
+            raise UserError(
+                f"{self.run_dir}/metrics.csv records epochs up to {max(recorded)} but the run has no "
+                "checkpoint.pt; restore checkpoint.pt, or start the run again with --overwrite"
+            )
+        missing = sorted(set(range(self.epoch)) - recorded)
+        if missing:
+            raise UserError(
+                f"{self.run_dir}/metrics.csv lacks the evaluations of epoch(s) {_epoch_list(missing)} "
+                f"before the checkpoint's epoch {self.epoch}; restore metrics.csv, or start the run again "
+                "with --overwrite"
+            )
 
     @classmethod
     def resume(cls, run_dir: Path, progress: bool = True, **changes) -> Trainer:

@@ -80,6 +80,14 @@ def read_source(source: str | Path) -> SourceShared:
             "train it for at least one epoch first"
         )
     data = load_best_shared(path)
+    written_by = data.get("run_fingerprint")
+    if (written_by is not None and written_by != config.learning_fingerprint()) or [
+        int(s) for s in data["seeds"]
+    ] != list(config.run.seeds):
+        raise UserError(
+            f"{path} was not written by the run in {folder} (other configuration or seeds than its "
+            "config.json); restore that run's own best_shared.pt or retrain it"
+        )
     weights = list(data["weights"]) + list(data["biases"])
     return SourceShared(
         path=path,
