@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from mtdqn.config_atari import AtariConfig, AtariNetworkConfig
+from mtdqn.config_atari import ATARI_ARCHS, AtariConfig, AtariNetworkConfig
 from mtdqn.errors import UserError
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
@@ -213,23 +216,25 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        try:
-            return cls(
-                tasks=[TaskConfig(**t) for t in data["tasks"]],
-                mode=data["mode"],
-                network=NetworkConfig(**data["network"]),
-                replay=ReplayConfig(**data["replay"]),
-                learner=LearnerConfig(**{"kernels": "torch", **data["learner"]}),
-                exploration=ExplorationConfig(**data["exploration"]),
-                run=RunConfig(**data["run"]),
-                transfer=TransferConfig(**data["transfer"]) if data.get("transfer") else None,
-                atari=AtariConfig(**data["atari"]) if data.get("atari") else None,
-                atari_network=AtariNetworkConfig(**data["atari_network"])
-                if data.get("atari_network")
-                else None,
+        """The configuration saved as ``data`` (:meth:`to_dict`, e.g. from a run's config.json).
+
+        Every value must have its field's type (an integer is taken for a float); a missing section or
+        field, an unknown one, or a value of another type is a :class:`UserError` that names the field.
+        Fields added after a run was saved take their defaults (``learner.kernels``: ``torch``, the only
+        kernels before the field existed); ``transfer``, ``atari`` and ``atari_network`` may be absent.
+        """
+        if not isinstance(data, dict):
+            raise UserError(
+                f"the configuration is {_shown(data)}; it must be an object of sections "
+                f"({', '.join(_REQUIRED_SECTIONS)}); {_FILE_FIX}"
             )
-        except (KeyError, TypeError) as exc:
-            raise UserError(f"configuration does not match this version of mtdqn ({exc})") from None
+        for name in _REQUIRED_SECTIONS:
+            if name not in data:
+                raise UserError(f"the configuration has no {name!r} section; {_FILE_FIX}")
+        data = dict(data)
+        if isinstance(data["learner"], dict):
+            data["learner"] = {"kernels": "torch", **data["learner"]}
+        return _dataclass_from_json(cls, data, "")
 
     def learning_fingerprint(self) -> str:
         """Hash of everything that changes the learning (not epochs, device or eval placement)."""
@@ -258,7 +263,10 @@ class Config:
     def validate(self) -> None:
         """Raise :class:`UserError` on a value no run can use."""
         if not self.tasks:
-            raise UserError("no task given; pass --task ENV_ID (repeatable) or --preset NAME")
+            raise UserError(
+                "no task given (tasks is empty); give at least one: mtdqn train takes --task ENV_ID "
+                "(repeatable) or --preset NAME"
+            )
         if self.mode not in MODES:
             raise UserError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         for task in self.tasks:
@@ -266,6 +274,13 @@ class Config:
                 raise UserError(f"gamma of {task.label} is {task.gamma}; it must lie in [0, 1]")
             if task.horizon is not None and task.horizon <= 0:
                 raise UserError(f"horizon of {task.label} is {task.horizon}; it must be a positive integer")
+        for i, task in enumerate(self.tasks):
+            if task in self.tasks[:i]:
+                j = self.tasks.index(task)
+                raise UserError(
+                    f"task {task.label} is listed twice (tasks[{j}] and tasks[{i}] are the same); list each "
+                    "task once (one environment twice needs a different gamma, horizon or name per copy)"
+                )
         atari_ids = [t.env_id for t in self.tasks if t.env_id.startswith("ALE/")]
         if self.atari is None and atari_ids:
             raise UserError(
@@ -310,7 +325,17 @@ class Config:
             )
         if not 0.0 < self.learner.rmsprop_decay < 1.0:
             raise UserError(f"RMSProp decay is {self.learner.rmsprop_decay}; it must lie in (0, 1)")
+        defaults = LearnerConfig()
+        _positive_finite("learner.lr", self.learner.lr, defaults.lr, "--lr")
+        _positive_finite("learner.adam_eps", self.learner.adam_eps, defaults.adam_eps, "--optimizer-eps")
+        _positive_finite("learner.huber_delta", self.learner.huber_delta, defaults.huber_delta)
         net = self.network
+        if self.atari is None and net.arch not in ARCH_PRESETS:
+            atari = " (an Atari network: it applies to ALE/ games only)" if net.arch in ATARI_ARCHS else ""
+            raise UserError(
+                f"network.arch is {net.arch!r}{atari}; a control network is one of {', '.join(ARCH_PRESETS)} "
+                "(mtdqn train --arch NAME sets it with the preset's shape)"
+            )
         _positive("network width", net.width)
         if net.feature_width < 0:
             raise UserError(f"feature width is {net.feature_width}; give a positive integer (0 = --width)")
@@ -327,8 +352,6 @@ class Config:
         _positive("batch size", self.learner.batch_size)
         _positive("target update period", self.learner.target_update_every)
         _positive("train frequency", self.learner.train_frequency)
-        if self.learner.lr <= 0:
-            raise UserError(f"learning rate is {self.learner.lr}; it must be positive")
         if self.learner.lr_fan_in < 0:
             raise UserError(f"--lr-fan-in is {self.learner.lr_fan_in}; give 0 (off) or a positive fan-in")
         _positive("epsilon decay steps", self.exploration.eps_decay_steps)
@@ -344,12 +367,18 @@ class Config:
             raise UserError(
                 f"torch threads is {self.run.torch_threads}; use 0 (automatic) or a positive count"
             )
-        if not self.run.seeds:
-            raise UserError("no seed given; pass --seed N or --seeds 0-9")
-        if any(s < 0 for s in self.run.seeds):
-            raise UserError(f"seeds {self.run.seeds} include a negative one; seeds must be zero or positive")
-        if len(set(self.run.seeds)) != len(self.run.seeds):
-            raise UserError(f"seeds {self.run.seeds} repeat a seed; give each seed once")
+        seeds, wrong = self.run.seeds, ""
+        if not seeds:
+            wrong = "it is empty"
+        elif min(seeds) < 0:
+            wrong = f"{min(seeds)} is negative"
+        elif len(set(seeds)) != len(seeds):
+            wrong = "a seed repeats"
+        if wrong:
+            raise UserError(
+                f"run.seeds is {seeds}: {wrong}; it must be a non-empty list of distinct non-negative "
+                "integers (mtdqn train sets it with --seed N or --seeds 0-9)"
+            )
         if self.run.device not in ("cpu", "cuda", "auto") and not self.run.device.startswith("cuda:"):
             raise UserError(f"unknown device {self.run.device!r}; use cpu, cuda, cuda:N or auto")
         if self.transfer is not None:
@@ -370,6 +399,103 @@ class Config:
 def _positive(what: str, value: int) -> None:
     if value <= 0:
         raise UserError(f"{what} is {value}; it must be a positive integer")
+
+
+def _positive_finite(where: str, value: float, default: float, flag: str = "") -> None:
+    """Refuse a ``value`` of the float field ``where`` that is not positive and finite (NaN included)."""
+    if not (math.isfinite(value) and value > 0):
+        how = f"{flag}, " if flag else ""
+        raise UserError(f"{where} is {value}; it must be a positive finite number ({how}default {default})")
+
+
+# --- reading a saved configuration ---------------------------------------------------------------------
+
+_REQUIRED_SECTIONS = ("tasks", "mode", "network", "replay", "learner", "exploration", "run")
+"""Sections every saved configuration has; ``transfer``, ``atari`` and ``atari_network`` may be absent."""
+_FILE_FIX = (
+    "the file was written by another version of mtdqn or edited by hand: fix or restore it, "
+    "or start a new run with --overwrite"
+)
+_SCALARS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a message shows it: JSON's null, true and false; Python's repr otherwise (shortened)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expected(hint: Any) -> str:
+    """The type ``hint`` in words (``an integer or null``, ``a list of integers``)."""
+    if dataclasses.is_dataclass(hint):
+        return f"an object of {hint.__name__} fields"
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _expected(a) for a in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+        if item in plural:
+            return f"a list of {plural[item]}"
+        return f"a list of objects of {item.__name__} fields"
+    return _SCALARS[hint]
+
+
+def _json_value(hint: Any, value: Any, where: str, expected: Any = None) -> Any:
+    """``value`` (parsed JSON) as a value of type ``hint``; a :class:`UserError` naming ``where`` if it is
+    none (``expected``: the type the message names, when ``hint`` is one arm of a union)."""
+    wrong = UserError(f"{where} is {_shown(value)}, not {_expected(expected or hint)}; {_FILE_FIX}")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise wrong
+        return _dataclass_from_json(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise wrong
+        (arm,) = [a for a in args if a is not type(None)]  # only optional fields: X | None
+        return _json_value(arm, value, where, expected=hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise wrong
+        (item,) = typing.get_args(hint)
+        return [_json_value(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint not in _SCALARS:
+        raise TypeError(f"{where}: no JSON reading for the type {hint!r}")
+    is_bool = isinstance(value, bool)
+    ok = {
+        bool: is_bool,
+        int: isinstance(value, int) and not is_bool,
+        float: isinstance(value, int | float) and not is_bool,  # a hand-written 1 is the float 1.0
+        str: isinstance(value, str),
+    }[hint]
+    if not ok:
+        raise wrong
+    return value
+
+
+def _dataclass_from_json(cls: type, data: dict[str, Any], where: str) -> Any:
+    """An instance of the dataclass ``cls`` from its fields in ``data`` (every value checked)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    owner, kind = (where, "field") if where else ("the configuration", "section")
+    for name in data:
+        if name not in fields:
+            raise UserError(
+                f"{owner} has an unknown {kind} {name!r} (it has {', '.join(fields)}); {_FILE_FIX}"
+            )
+    for name, f in fields.items():
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"{owner} has no {kind} {name!r}, which it needs; {_FILE_FIX}")
+    values = {
+        name: _json_value(hints[name], v, f"{where}.{name}" if where else name) for name, v in data.items()
+    }
+    return cls(**values)
 
 
 # --- presets -------------------------------------------------------------------------------------------

@@ -49,6 +49,11 @@ def make_env(task: TaskConfig, render_mode: str | None = None) -> gym.Env:
     try:
         env = gym.make(task.env_id, **kwargs)
     except gym.error.Error as exc:
+        ale_id = ale_game_id(task.env_id)
+        if ale_id is not None:
+            raise UserError(
+                f"unknown environment {task.env_id!r}; Atari games are named ALE/<Game>-v5: use {ale_id}"
+            ) from None
         raise UserError(
             f"unknown environment {task.env_id!r} ({exc}); check the id, e.g. CartPole-v1, "
             "Acrobot-v1, MountainCar-v0, mtdqn/CarOnHill-v0, mtdqn/InvertedPendulumDiscrete-v1"
@@ -78,6 +83,33 @@ def make_vector_task(task: TaskConfig, n: int) -> VectorTask:
     return GymVectorTask(task, n)
 
 
+def ale_game_id(env_id: str) -> str | None:
+    """The ALE id (``ALE/Pong-v5``) of a game named without its ``ALE/`` namespace (``Pong-v5``, ``Pong``)
+    or by a pre-v5 id (``PongNoFrameskip-v4``); None for anything else, or when ale-py is not installed."""
+    if env_id.startswith("ALE/"):
+        return None
+    try:
+        import ale_py  # importing it registers the ALE ids with Gymnasium
+    except Exception:  # not installed, or broken: no suggestion rather than another error
+        return None
+    gym.register_envs(ale_py)
+    for candidate in (f"ALE/{env_id}", f"ALE/{env_id}-v5"):
+        if candidate in gym.registry:
+            return candidate
+    spec = gym.registry.get(env_id)
+    if spec is not None and str(spec.entry_point).startswith("ale_py"):
+        game = spec.kwargs.get("game")
+        for key, other in gym.registry.items():
+            if (
+                key.startswith("ALE/")
+                and key.endswith("-v5")
+                and "-ram" not in key
+                and other.kwargs.get("game") == game
+            ):
+                return key
+    return None
+
+
 def _check_spaces(task: TaskConfig, env: gym.Env) -> None:
     act, obs = env.action_space, env.observation_space
     if not isinstance(act, gym.spaces.Discrete):
@@ -90,9 +122,11 @@ def _check_spaces(task: TaskConfig, env: gym.Env) -> None:
         env.close()
         shape = getattr(obs, "shape", None)
         if isinstance(obs, gym.spaces.Box) and len(obs.shape) >= 2:
+            ale_id = ale_game_id(task.env_id)
+            use = f"use {ale_id}" if ale_id else "use one of those"
             raise UserError(
                 f"{task.env_id} has image observations {shape}; the only image tasks mtdqn takes are ALE "
-                "games (ALE/<Game>-v5); use one of those or an environment with a flat vector observation"
+                f"games (ALE/<Game>-v5); {use} or an environment with a flat vector observation"
             )
         raise UserError(
             f"{task.env_id} has a {type(obs).__name__} observation space of shape {shape}; mtdqn needs a "
