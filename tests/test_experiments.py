@@ -136,7 +136,7 @@ def test_a_killed_experiment_keeps_finished_groups_and_completes_the_rest(
         (["--epochs", "3"], "other epochs (2, now 3)"),
         (["--seeds", "3"], "other seeds"),
         (["--group-size", "2"], "other group size"),
-        (["--set", "run.eval_steps=31"], "other overrides"),
+        (["--set", "run.eval_steps=31"], "other overrides (run.eval_steps: 30, now 31)"),
     ],
 )
 def test_a_rerun_with_other_options_is_refused(finished: Path, extra, needle, capsys) -> None:
@@ -205,7 +205,7 @@ def test_an_experiment_from_before_kernels_continues_with_torch_kernels_only(
         (["deramo-gym", "--seeds", "2", "--jobs", "0"], "not a positive integer"),
         (["deramo-gym", "--seeds", "2", "--gpus-per-group", "1"], "--gpus-per-group is for --backend ray"),
         (["deramo-gym", "--seeds", "2", "--cpus-per-group", "2"], "--cpus-per-group is for --backend ray"),
-        (["deramo-gym", "--seeds", "2", "--gpus-per-group", "-1"], "not a non-negative number"),
+        (["deramo-gym", "--seeds", "2", "--gpus-per-group", "-1"], "is not a non-negative"),
         (
             ["deramo-gym", "--seeds", "2", "--backend", "ray", "--gpus-per-group", "1"],
             "reserves GPUs for groups that learn on the CPU",

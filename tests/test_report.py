@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -142,6 +143,7 @@ def test_reference_lookup_order(tmp_path: Path, monkeypatch) -> None:
     assert reference.find_reference() == beside.resolve()
     monkeypatch.setenv(reference.ENV_VAR, str(tmp_path))
     assert reference.find_reference() == tmp_path
+    fake_reference(beside, {"DQN": np.zeros((2, 5, 51))})  # an explicit folder must hold a published file
     assert reference.find_reference(beside) == beside
 
 
@@ -152,6 +154,7 @@ def test_reference_lookup_order(tmp_path: Path, monkeypatch) -> None:
         (["report", "{tmp}"], "results.csv does not exist"),
         (["report", "{tmp}/exp", "--baseline", "Nope"], "baseline arm 'Nope'"),
         (["report", "{tmp}/exp", "--reference", "{tmp}/noref"], "does not exist"),
+        (["report", "{tmp}/exp", "--reference", "{tmp}/exp"], "holds none of the paper's published results"),
     ],
 )
 def test_report_mistakes_give_one_line_and_exit_code_2(args, needle, tmp_path: Path, capsys) -> None:
@@ -167,3 +170,49 @@ def test_bad_results_file_is_a_user_error(tmp_path: Path, capsys) -> None:
     (tmp_path / "results.csv").write_text("a,b\n1,2\n")
     assert main(["report", str(tmp_path), "--no-reference"]) == 2
     assert "not an experiment results file" in capsys.readouterr().err
+
+
+def _with_manifest(folder: Path, last_epoch: int) -> Path:
+    """An experiment.json for the results of :func:`_write_results` (arms of ``C``, both tasks)."""
+    tasks = [{"env_id": "CartPole-v1", "name": "Cart-Pole"}, {"env_id": "Acrobot-v1", "name": "Acrobot"}]
+    manifest = {
+        "experiment": "exp",
+        "epochs": last_epoch,
+        "baseline": "DQN",
+        "arms": [{"name": arm, "config": {"tasks": tasks}} for arm in C],
+        "groups": [
+            {"arm": arm, "seeds": list(range(len(c))), "folder": f"runs/{arm}-g"} for arm, c in C.items()
+        ],
+    }
+    (folder / "experiment.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda lines: ["\n".join(lines)[:100]], "ends in the middle of a row (cut off?)"),
+        (
+            lambda lines: [x for x in lines if not x.startswith("DQN,")],
+            "against experiment.json (cut off or edited?): no row of arm DQN;",
+        ),
+        (lambda lines: lines[:-1], "arm DQN on task Acrobot lacks epochs of 0-3 for some seed"),
+        (
+            lambda lines: [x for x in lines if ",2,Acrobot," not in x],
+            "no row of arm MDQN, seed 2 on task Acrobot",
+        ),
+        (lambda lines: [x for x in lines if ",Acrobot," not in x], "no row of arm MDQN on task Acrobot"),
+    ],
+)
+def test_a_cut_off_or_incomplete_results_file_is_named_with_the_fix(tmp_path: Path, capsys, damage, needle):
+    folder = _with_manifest(_write_results(tmp_path / "exp", last_epoch=3), last_epoch=3)
+    assert main(["report", str(folder), "--no-reference"]) == 0
+    capsys.readouterr()
+    path = folder / "results.csv"
+    header, *rows = path.read_text().splitlines()
+    text = "\n".join([header, *damage(rows)])
+    path.write_text(text if needle.startswith("ends") else text + "\n")
+    assert main(["report", str(folder), "--no-reference"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "baseline" not in err
+    assert "running the same `mtdqn experiment` command again" in err

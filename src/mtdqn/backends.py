@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing.connection
 import os
+import socket
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -40,6 +41,10 @@ class LocalBackend:
             raise UserError(f"--jobs {jobs}: give a positive number of groups to run at once")
         self.jobs = jobs
         self.cpus = cpus or os.cpu_count() or 1
+
+    def check(self, devices: set[str]) -> None:
+        """Refuse, before anything is written, a learner device this machine does not have."""
+        check_local_devices(devices)
 
     def run(self, jobs: list, log: Callable[[str], None]) -> None:
         if self.jobs == 1 or len(jobs) <= 1:
@@ -80,6 +85,14 @@ class LocalBackend:
             _stop(list(running), forward=forward, log=log)
             raise
         _raise_failures(failures)
+
+
+def check_local_devices(devices: set[str]) -> None:
+    """Refuse learner devices (``cpu``, ``cuda``, ``cuda:N``, ``auto``) that this machine cannot give."""
+    from mtdqn.train import resolve_device
+
+    for device in sorted(devices):
+        resolve_device(device)
 
 
 def _stop(
@@ -167,11 +180,18 @@ class RayBackend:
             )
         return gpus
 
+    def check(self, devices: set[str]) -> None:
+        """Refuse, before anything is written, a cluster address where no Ray cluster answers (the devices
+        are checked against the cluster's GPUs once it is joined: this machine may have none)."""
+        if not self.ray.is_initialized():
+            check_ray_address(self.address)
+
     def run(self, jobs: list, log: Callable[[str], None]) -> None:
         ray = self.ray
         if not jobs:
             return
         if not ray.is_initialized():
+            check_ray_address(self.address)  # ray.init would retry an unreachable address forever
             ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
         gpus = max(self.gpus_for(job.options.device or "cpu", cluster_gpus) for job in jobs)
@@ -209,6 +229,32 @@ class RayBackend:
             except ray.exceptions.RayError as exc:  # its worker was lost more often than max_retries
                 failures.append(f"{job.label}: {type(exc).__name__} after {self.max_retries} retries")
         _raise_failures(failures)
+
+
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+def check_ray_address(address: str | None, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse an explicit ``HOST:PORT`` (or ``ray://HOST:PORT``) where nothing accepts a TCP connection
+    within ``timeout_s``: ``ray.init`` would retry it forever. None, ``auto``, ``local`` and other schemes
+    are Ray's own to resolve (``auto`` finds the cluster started on this machine, or fails by itself)."""
+    target = (address or "").removeprefix("ray://")
+    if address is None or address in ("auto", "local") or "://" in target:  # another scheme: Ray's own
+        return
+    host, sep, port = target.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address: [::1]:6379
+    if not sep or not host or not port.isdigit():
+        raise UserError(
+            f"--ray-address {address!r} is not auto, HOST:PORT or ray://HOST:PORT; give the address that "
+            "`ray start --head` printed (e.g. 10.0.0.1:6379), or auto"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one there with "
+            "`ray start --head`, or fix --ray-address"
+        ) from None
 
 
 def check_gpu_request(device: str, gpus_per_group: float | None) -> None:

@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from mtdqn.errors import UserError
 from mtdqn.interrupts import exit_code
+
+ANALYZE_STEPS = 1000
+ANALYZE_METHOD = "pca"
 
 
 def _seed_count_or_list(text: str) -> list[int]:
@@ -23,7 +27,7 @@ def _seed_count_or_list(text: str) -> list[int]:
 
 def add_parsers(sub) -> None:
     """Add ``experiment`` and ``report`` to the ``mtdqn`` subcommands."""
-    from mtdqn.cli import _nonneg_float, _nonneg_int, _positive_int
+    from mtdqn.cli import _nonneg_float, _nonneg_int, _positive_int, folder_name
     from mtdqn.experiments import EXPERIMENTS
 
     exp = sub.add_parser(
@@ -62,7 +66,9 @@ def add_parsers(sub) -> None:
         "(repeatable; sections: network, replay, learner, exploration, run)",
     )
     exp.add_argument("--device", choices=["cpu", "cuda", "auto"], help="learner device (default: cpu)")
-    exp.add_argument("--name", help="experiment folder name (default: the experiment's name)")
+    exp.add_argument(
+        "--name", type=folder_name, help="experiment folder name (default: the experiment's name)"
+    )
     exp.add_argument(
         "--out", default="experiments", help="parent folder of experiment folders (default: experiments)"
     )
@@ -111,16 +117,14 @@ def add_parsers(sub) -> None:
     exp.add_argument(
         "--analyze-steps",
         type=_positive_int,
-        default=1000,
         metavar="N",
-        help="with --analyze: states recorded per task and seed (default: 1000)",
+        help=f"with --analyze: states recorded per task and seed (default: {ANALYZE_STEPS})",
     )
     exp.add_argument(
         "--analyze-method",
         choices=["pca", "tsne"],
-        default="pca",
-        help="with --analyze: embedding of the per-seed pictures (default: pca; the metrics do not depend "
-        "on it)",
+        help=f"with --analyze: embedding of the per-seed pictures (default: {ANALYZE_METHOD}; the metrics do "
+        "not depend on it)",
     )
 
     rep = sub.add_parser(
@@ -156,6 +160,16 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     from mtdqn.experiments import RunOptions, get_experiment, parse_override
     from mtdqn.runner import run_experiment
 
+    if not args.analyze:
+        for flag, value in (
+            ("--analyze-steps", args.analyze_steps),
+            ("--analyze-method", args.analyze_method),
+        ):
+            if value is not None:
+                raise UserError(
+                    f"{flag} applies to the analysis of --analyze only; add --analyze to analyse the "
+                    f"groups after training, or leave out {flag}"
+                )
     experiment = get_experiment(args.experiment)
     overrides = dict(parse_override(text) for text in args.set)
     options = RunOptions(
@@ -171,9 +185,12 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     analysis = None
     if args.analyze:
         from mtdqn.analysis.config import AnalysisConfig
+        from mtdqn.experiment_analysis import check_analysis
 
-        analysis = AnalysisConfig(steps=args.analyze_steps, method=args.analyze_method)
-        analysis.validate()  # before anything trains
+        analysis = AnalysisConfig(
+            steps=args.analyze_steps or ANALYZE_STEPS, method=args.analyze_method or ANALYZE_METHOD
+        )
+        check_analysis(experiment, options, analysis)  # before anything trains
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from mtdqn.analysis.config import AnalysisConfig
 from mtdqn.errors import UserError
+from mtdqn.experiments import Experiment, RunOptions
 from mtdqn.runlog import atomic_write_bytes, load_config
 from mtdqn.runner import read_manifest
 from mtdqn.sweep_report import SHARING, SHARING_COLUMNS
@@ -62,6 +63,19 @@ def member_metrics(folder: Path) -> dict[str, float]:
     if "value_r2_cross" in metrics:
         out[OFFDIAG] = offdiag_mean(metrics["value_r2_cross"])
     return out
+
+
+def check_analysis(experiment: Experiment, options: RunOptions, cfg: AnalysisConfig) -> None:
+    """Refuse, before anything trains, analysis settings that the states of a multi-task arm of
+    ``experiment`` cannot support (see :meth:`AnalysisConfig.check_state_count`)."""
+    cfg.validate()
+    for arm in experiment.arms:
+        make = getattr(arm, "config", None)
+        if make is None:  # an arm without a configuration: checked when its run is analysed
+            continue
+        config = make([0], options)
+        if config.mode == "multi" and len(config.tasks) >= 2:
+            cfg.check_state_count(len(config.tasks), steps_flag="--analyze-steps", tunable=False)
 
 
 def analyze_experiment(folder: Path, cfg: AnalysisConfig, log: Callable[[str], None] = print) -> Path | None:

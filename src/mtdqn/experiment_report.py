@@ -36,6 +36,10 @@ CHECK_EPOCHS = (10, 25, 50)
 AUC_LAST_EPOCH = 50
 """AUC spans epochs 0..50 as in the paper (fewer when the experiment is shorter)."""
 REPORT = "report"
+REGENERATE = (
+    f"regenerate it by running the same `mtdqn experiment` command again (it keeps finished groups and "
+    f"rewrites {RESULTS})"
+)
 _COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive")
 
 
@@ -61,13 +65,15 @@ def read_results(path: Path) -> dict[str, dict[str, Curves]]:
     if not path.is_file():
         raise UserError(f"{path} does not exist; give an experiment folder that holds a {RESULTS}")
     table: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
+    text = path.read_text(errors="replace")
+    if text and not text.endswith("\n"):  # every writer ends each row with a newline
+        raise UserError(f"{path} ends in the middle of a row (cut off?); {REGENERATE}")
     try:
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                by_seed = table.setdefault(row["task"], {}).setdefault(row["arm"], {})
-                by_seed.setdefault(int(row["seed"]), {})[int(row["epoch"])] = float(row["J"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(f"{path} is not an experiment results file ({exc!r}); regenerate it") from None
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            by_seed = table.setdefault(row["task"], {}).setdefault(row["arm"], {})
+            by_seed.setdefault(int(row["seed"]), {})[int(row["epoch"])] = float(row["J"])
+    except (KeyError, ValueError, TypeError, csv.Error) as exc:
+        raise UserError(f"{path} is not an experiment results file ({exc!r}); {REGENERATE}") from None
     if not table:
         raise UserError(f"{path} has no rows; run the experiment first")
     out: dict[str, dict[str, Curves]] = {}
@@ -80,6 +86,39 @@ def read_results(path: Path) -> dict[str, dict[str, Curves]]:
             values = values.reshape(len(seeds), len(epochs))
             out[task][arm] = Curves(np.array(seeds), np.array(epochs), values)
     return out
+
+
+def check_complete(results: dict[str, dict[str, Curves]], manifest: dict, path: Path) -> None:
+    """Refuse ``results`` (read from ``path``) when it lacks an arm, task, seed or epoch that the experiment's
+    manifest lists: a truncated or damaged results.csv, which would otherwise be reported as it is."""
+    epochs = int(manifest["epochs"])
+    seeds: dict[str, set[int]] = {}
+    for group in manifest.get("groups", []):
+        seeds.setdefault(group["arm"], set()).update(int(s) for s in group["seeds"])
+    tasks = {
+        arm["name"]: [t.get("name") or t["env_id"] for t in arm["config"]["tasks"]]
+        for arm in manifest.get("arms", [])
+        if "tasks" in (arm.get("config") or {})
+    }
+    problems = []
+    for arm, wanted in seeds.items():
+        have = [task for task in results if arm in results[task]]
+        if not have:
+            problems.append(f"no row of arm {arm}")
+            continue
+        problems += [f"no row of arm {arm} on task {task}" for task in tasks.get(arm, []) if task not in have]
+        for task in have:
+            cur = results[task][arm]
+            lacking = sorted(wanted - set(cur.seeds.tolist()))
+            if lacking:
+                problems.append(f"no row of arm {arm}, seed {lacking[0]} on task {task}")
+            elif not np.array_equal(cur.epochs, np.arange(epochs + 1)):
+                problems.append(f"arm {arm} on task {task} lacks epochs of 0-{epochs} for some seed")
+    if problems:
+        more = f" and {len(problems) - 1} more gap(s)" if len(problems) > 1 else ""
+        raise UserError(
+            f"{path} is incomplete against {MANIFEST} (cut off or edited?): {problems[0]}{more}; {REGENERATE}"
+        )
 
 
 # --- statistics ------------------------------------------------------------------------------------------
@@ -362,6 +401,8 @@ def make_report(
         )
     results = read_results(base / RESULTS)
     manifest = read_manifest(folder) or {}
+    if manifest and not partial:  # a partial results.csv holds the finished groups only, by design
+        check_complete(results, manifest, base / RESULTS)
     arms = list(dict.fromkeys(arm for per_task in results.values() for arm in per_task))
     explicit = baseline is not None
     baseline = baseline or manifest.get("baseline")

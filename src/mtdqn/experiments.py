@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,13 @@ from mtdqn.config import Config, task_preset
 from mtdqn.errors import UserError
 
 OVERRIDE_SECTIONS = ("network", "replay", "learner", "exploration", "run")
-_NOT_OVERRIDABLE = {"run.seeds": "--seeds", "run.epochs": "--epochs", "run.device": "--device"}
+_NOT_OVERRIDABLE = {
+    "run.seeds": "--seeds",
+    "run.epochs": "--epochs",
+    "run.device": "--device",
+    # only records which preset the network's shape came from: setting it would change no layer
+    "network.arch": "--set network.width=N (and the other network fields) to change the network's shape",
+}
 HARDWARE_FIELDS = ("device", "background_eval", "torch_threads", "eval_workers")
 """RunConfig fields that never change a run's numbers (left out of an arm's description; an experiment may
 be continued with other values of them)."""
@@ -74,6 +81,12 @@ class Arm(ABC):
         """Whether ``run_dir`` holds the evaluation of epoch ``epochs`` for every seed and task."""
         return run_is_complete(run_dir, seeds, epochs)
 
+    def check(self, seeds: list[int], options: RunOptions) -> str:
+        """Validate what a group of ``seeds`` would run, before anything is written (raises
+        :class:`UserError`); returns its learner device (``cpu``, ``cuda``, ``cuda:N`` or ``auto``)."""
+        self.describe(options)
+        return options.device or "cpu"
+
 
 @dataclass(frozen=True)
 class ConfigArm(Arm):
@@ -86,6 +99,9 @@ class ConfigArm(Arm):
 
     def config(self, seeds: list[int], options: RunOptions) -> Config:
         return arm_config(self.factory, seeds, options)
+
+    def check(self, seeds: list[int], options: RunOptions) -> str:
+        return self.config(seeds, options).run.device
 
     def describe(self, options: RunOptions) -> dict[str, Any]:
         return {"kind": "config", "config": _description(self.config([0], options))}
@@ -159,6 +175,9 @@ class TransferArm(Arm):
     def config(self, seeds: list[int], options: RunOptions) -> Config:
         """The configuration before the source is attached (what the manifest records)."""
         return arm_config(self.factory, seeds, options)
+
+    def check(self, seeds: list[int], options: RunOptions) -> str:
+        return self.config(seeds, options).run.device
 
     def describe(self, options: RunOptions) -> dict[str, Any]:
         return {
@@ -341,7 +360,10 @@ def _convert(key: str, text: str, current: Any) -> Any:
         if isinstance(current, int):
             return int(text)
         if isinstance(current, float):
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise UserError(f"--set {key}={text}: give a finite number (no setting takes nan or inf)")
+            return value
     except ValueError:
         raise UserError(f"--set {key}={text}: {text!r} is not a valid {type(current).__name__}") from None
     return text

@@ -60,6 +60,12 @@ def find_reference(explicit: Path | None = None) -> Path | None:
     if explicit is not None:
         if not Path(explicit).is_dir():
             raise UserError(f"reference folder {explicit} does not exist; check the path")
+        if not any((Path(explicit) / arm.path).is_file() for arm in PUBLISHED.values()):
+            raise UserError(
+                f"reference folder {explicit} holds none of the paper's published results (such as "
+                f"{PUBLISHED['MDQN'].path}); give the folder that holds results/ "
+                f"(e.g. {RELATIVE.as_posix()}), or leave out --reference"
+            )
         return Path(explicit)
     env = os.environ.get(ENV_VAR)
     if env:

@@ -12,16 +12,20 @@ The seeds of every arm are split into groups of at most ``group_size`` consecuti
 folder already holds its last epoch is kept as it is; any other group is resumed from its checkpoint (or
 started), so running the same command again after a kill continues where it stopped. Arms run in stages:
 an arm that depends on others (:attr:`~mtdqn.experiments.Arm.depends_on`, e.g. a transfer from a pre-training
-arm) is handed to the backend only after every group of the stages before it has finished. The manifest is
-written atomically before the first group starts; a later command with options that would change the
-numbers (seeds, groups, epochs, overrides, the arms' definitions, the mtdqn version) is refused.
+arm) is handed to the backend only after every group of the stages before it has finished. Every group's
+configuration and learner device are checked first; then the manifest is written atomically before the
+first group starts; a later command with options that would change the numbers (seeds, groups, epochs,
+overrides, the arms' definitions, the mtdqn version) is refused, naming each difference. A new folder whose
+start fails before any group has recorded an epoch is cleared again, so the corrected command may differ.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +106,9 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         ) from None
 
 
-def prepare_folder(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest of a new experiment folder, or check that an existing one asks for the same."""
+def prepare_folder(folder: Path, manifest: dict[str, Any]) -> bool:
+    """Write the manifest of a new experiment folder (returns True), or check that an existing one asks for
+    the same (returns False)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} exists and is not a folder; choose another --name or --out")
@@ -114,16 +119,20 @@ def prepare_folder(folder: Path, manifest: dict[str, Any]) -> None:
                 f"{folder} exists and is not an experiment folder; choose another --name or --out"
             )
         atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-        return
+        return True
     for key in _COMPARED:
-        if _compared(old, key) != _compared(manifest, key):
+        before, now = _compared(old, key), _compared(manifest, key)
+        if before != now:
             hint = ""
             if key == "arms" and _kernels(old) == {"torch"} and _kernels(manifest) != {"torch"}:
                 hint = " (it predates --kernels; add --set learner.kernels=torch to continue it)"
+            changes = _differences(before, now)
+            shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
             raise UserError(
-                f"{folder} was started with other {key.replace('_', ' ')} ({_short(old.get(key))}, now "
-                f"{_short(manifest[key])}){hint}; repeat its options to continue it, or choose another --name"
+                f"{folder} was started with other {key.replace('_', ' ')} ({shown}){hint}; repeat its "
+                "options to continue it, or choose another --name"
             )
+    return False
 
 
 def _compared(manifest: dict[str, Any], key: str) -> Any:
@@ -150,8 +159,40 @@ def _kernels(manifest: dict[str, Any]) -> set[str]:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, sort_keys=True)
+    if value is _UNSET:
+        return "not set"
+    # an override's text, a mode, a version: as typed; anything else as JSON
+    text = value if isinstance(value, str) and value else json.dumps(value, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_UNSET = object()
+
+
+def _differences(before: Any, now: Any, path: str = "") -> list[str]:
+    """``path: old, now new`` for every entry where two manifest values differ: dictionaries key by key,
+    lists of the same length item by item (an arm named by its name), anything else as a whole (without
+    ``path: `` at the top level)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        out = []
+        for key in [*before, *(k for k in now if k not in before)]:
+            old, new = before.get(key, _UNSET), now.get(key, _UNSET)
+            if old != new:
+                out += _differences(old, new, f"{path}.{key}" if path else str(key))
+        return out
+    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+        out = []
+        for k, (old, new) in enumerate(zip(before, now, strict=True)):
+            if old != new:
+                named = (
+                    isinstance(old, dict)
+                    and isinstance(new, dict)
+                    and old.get("name", _UNSET) == new.get("name")
+                )
+                out += _differences(old, new, str(old["name"]) if named else f"{path}[{k}]")
+        return out
+    change = f"{_short(before)}, now {_short(now)}"
+    return [f"{path}: {change}" if path else change]
 
 
 @dataclass(frozen=True)
@@ -191,8 +232,62 @@ def run_experiment(
             f"--set {sweep.parameter} is not allowed: it is the setting experiment {experiment.name} varies"
         )
     groups = plan_groups(experiment, seeds, group_size)
-    manifest = build_manifest(experiment, seeds, group_size, options, groups)  # validates every arm
-    prepare_folder(folder, manifest)
+    manifest = build_manifest(experiment, seeds, group_size, options, groups)
+    backend = backend or LocalBackend()
+    check_groups(experiment, groups, options, backend)  # before anything is written
+    existed = folder.exists()
+    if prepare_folder(folder, manifest):
+        try:
+            return _run_groups(experiment, folder, groups, options, backend, log)
+        except BaseException:
+            _forget_failed_start(folder, groups, existed, log)
+            raise
+    return _run_groups(experiment, folder, groups, options, backend, log)
+
+
+def check_groups(experiment: Experiment, groups: list[Group], options: RunOptions, backend: Any) -> None:
+    """Validate every group's configuration and the learner devices (with ``backend.check``; a backend
+    without one runs here) before anything is written, so a mistake leaves no manifest behind."""
+    from mtdqn.backends import check_local_devices
+
+    devices = {experiment.arm(g.arm).check(list(g.seeds), options) for g in groups}
+    check = getattr(backend, "check", None)
+    if check is not None:
+        check(devices)
+    else:
+        check_local_devices(devices)
+
+
+def _forget_failed_start(
+    folder: Path, groups: list[Group], existed: bool, log: Callable[[str], None]
+) -> None:
+    """After a failure in a new experiment folder before any group recorded an epoch, remove what this
+    start wrote (the manifest, empty group folders), so a corrected command is not refused as a change."""
+    group_dirs = [folder / g.folder for g in groups]
+    if any((d / "metrics.csv").exists() or (d / "checkpoint.pt").exists() for d in group_dirs):
+        return  # something was learnt: kept, to be continued by the same command
+    for group_dir in group_dirs:
+        if group_dir.is_dir():
+            shutil.rmtree(group_dir)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    for empty in (folder / RUNS, folder) if not existed else (folder / RUNS,):
+        with contextlib.suppress(OSError):  # not empty: something else is there, kept
+            empty.rmdir()
+    log(
+        f"{folder}: nothing was learnt yet; removed what this start wrote, so that a corrected command "
+        "starts afresh"
+    )
+
+
+def _run_groups(
+    experiment: Experiment,
+    folder: Path,
+    groups: list[Group],
+    options: RunOptions,
+    backend: Any,
+    log: Callable[[str], None],
+) -> Path:
+    """Run the unfinished groups of a prepared experiment folder, stage by stage; gather results.csv."""
     log(f"experiment folder: {folder}")
     stage_of = arm_stages(experiment)
     stages: list[list[Job]] = [[] for _ in range(max(stage_of.values()) + 1)]
@@ -203,7 +298,6 @@ def run_experiment(
         else:
             stages[stage_of[arm.name]].append(Job(arm, group, folder / group.folder, options))
     stages = [jobs for jobs in stages if jobs]
-    backend = backend or LocalBackend()
     for k, jobs in enumerate(stages, 1):
         if len(stages) > 1:
             log(f"stage {k}/{len(stages)}: arms {', '.join(dict.fromkeys(j.group.arm for j in jobs))}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from mtdqn.errors import UserError
@@ -25,7 +26,8 @@ class AnalysisConfig:
     method: str = "tsne"
     """``tsne`` (openTSNE, FFT-accelerated) or ``pca`` (two principal components, instant)."""
     perplexity: float = 30.0
-    """t-SNE perplexity (the review's and scikit-learn's default)."""
+    """t-SNE perplexity (the review's and scikit-learn's default); at most (N - 1) / 3 for N embedded states
+    (openTSNE looks at 3 x perplexity neighbours), else refused."""
     tsne_iterations: int = 500
     """t-SNE optimisation steps after the 250 steps of early exaggeration."""
     tsne_learning_rate: float = 0.0
@@ -36,7 +38,8 @@ class AnalysisConfig:
     """Threads of t-SNE from 2,000 states on (one below: faster there). openTSNE's result depends on its
     thread count, so it is a setting, recorded with the others, not the machine's core count."""
     neighbours: int = 10
-    """k of the k-nearest-neighbour task mixing and of the overlap search, in shared-feature space."""
+    """k of the k-nearest-neighbour task mixing and of the overlap search, in shared-feature space; below
+    the number of states, else refused."""
     overlap_per_pair: int = 3
     """Overlap states drawn as pictures for every pair of tasks."""
     thumbnail_width: int = 120
@@ -63,6 +66,38 @@ class AnalysisConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+
+    def check_state_count(
+        self,
+        n_tasks: int,
+        embedded_tasks: int | None = None,
+        steps_flag: str = "--steps",
+        tunable: bool = True,
+    ) -> None:
+        """Refuse, before any rollout, a k-NN or t-SNE that the recorded states cannot support: ``steps`` per
+        task of ``n_tasks`` tasks, of which the smallest embedding (a comparison embeds the shared tasks
+        only) holds ``embedded_tasks`` (default all). ``steps_flag`` and ``tunable`` (whether --neighbours
+        and --perplexity can be given) word the fix."""
+        n_states = self.steps * n_tasks
+        if self.neighbours >= n_states:
+            fix = f"--neighbours {n_states - 1} or less, or " if tunable else ""
+            raise UserError(
+                f"the k-NN of {self.neighbours} neighbours needs more than {self.neighbours} states, but "
+                f"{self.steps} steps x {n_tasks} task(s) record {n_states}; give {fix}{steps_flag} "
+                f"{self.neighbours // n_tasks + 1} or more"
+            )
+        n_embedded = self.steps * (embedded_tasks or n_tasks)
+        if self.method == "tsne" and 3 * self.perplexity > n_embedded - 1:
+            most = math.floor((n_embedded - 1) / 3)
+            fix = f"--perplexity {most} or less, or " if tunable and most > 0 else ""
+            steps = math.ceil((3 * self.perplexity + 1) / (embedded_tasks or n_tasks))
+            alternative = "" if tunable else ", or --analyze-method pca"
+            needed = math.ceil(3 * self.perplexity + 1)
+            raise UserError(
+                f"t-SNE with perplexity {self.perplexity:g} needs at least {needed} "
+                f"states (3 x perplexity + 1), but it would embed {n_embedded} ({self.steps} steps x "
+                f"{embedded_tasks or n_tasks} task(s)); give {fix}{steps_flag} {steps} or more{alternative}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -6,11 +6,13 @@ on two cores, where scikit-learn's t-SNE needs several times longer.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from mtdqn.analysis.config import AnalysisConfig
+from mtdqn.errors import UserError
 
 PARALLEL_FROM = 2000
 """States from which t-SNE uses ``cfg.tsne_threads``; below, threads cost more than they save (measured: 100
@@ -30,10 +32,15 @@ def embed(x: np.ndarray, cfg: AnalysisConfig, seed: int) -> np.ndarray:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep, never spin
     import openTSNE
 
-    perplexity = min(cfg.perplexity, (len(x) - 1) / 3.0)  # openTSNE needs 3 * perplexity < N
+    if 3 * cfg.perplexity > len(x) - 1:  # openTSNE would lower it silently to (N - 1) / 3
+        raise UserError(
+            f"t-SNE with perplexity {cfg.perplexity:g} needs at least {math.ceil(3 * cfg.perplexity + 1)} "
+            f"states (3 x perplexity + 1), but {len(x)} are embedded; give a perplexity of at most "
+            f"{(len(x) - 1) / 3:.4g}, or more states"
+        )
     tsne = openTSNE.TSNE(
         n_components=2,
-        perplexity=perplexity,
+        perplexity=cfg.perplexity,
         n_iter=cfg.tsne_iterations,
         learning_rate=cfg.tsne_learning_rate or "auto",
         early_exaggeration=cfg.tsne_early_exaggeration,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtdqn.errors import UserError
+
 MEANINGS = {
     "task_probe_accuracy": "cross-validated accuracy of a linear classifier predicting the task from the "
     "shared features; near 1 = tasks occupy separable regions, near chance = features do not tell tasks "
@@ -66,7 +68,8 @@ def neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and distances ``(N, k)`` of each row's ``k`` nearest other rows (Euclidean, exact)."""
     from sklearn.neighbors import NearestNeighbors
 
-    k = min(k, len(x) - 1)
+    if k >= len(x):  # more neighbours than other rows: sklearn would fail, a clamp would hide it
+        raise UserError(f"{k} nearest neighbours need more than {k} states, but there are {len(x)}")
     dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
     return idx[:, 1:], dist[:, 1:]
 

@@ -32,6 +32,7 @@ from mtdqn.analysis.rollout import (
     layer_outputs_per_task,
     load_agents,
 )
+from mtdqn.errors import UserError
 from mtdqn.runlog import atomic_write_bytes, safe_name, t_half_width
 from mtdqn.seeding import derive_seed
 
@@ -251,6 +252,18 @@ def summarise(results: list[MemberResult]) -> dict:
     return summary
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an output folder that is a file, or lies below one (checked before anything runs)."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == out else f"lies in {path}, which is a file"
+                raise UserError(
+                    f"output folder {out} {where}; give --out a folder (new or existing) for the analysis"
+                )
+            return
+
+
 def analyze_run(
     run_dir: Path,
     cfg: AnalysisConfig,
@@ -262,9 +275,13 @@ def analyze_run(
     """Analyse the members of ``run_dir`` with ``seeds`` (default all); see the module docstring."""
     cfg.validate()
     run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "analysis"
+    _check_out(out)
     agents = load_agents(run_dir, seeds)
     others = [load_agents(Path(c)) for c in compare or []]
-    out = Path(out) if out is not None else run_dir / "analysis"
+    env_ids = [task.env_id for task in agents[0].tasks]
+    shared = [sum(e in {t.env_id for t in other[0].tasks} for e in env_ids) for other in others]
+    cfg.check_state_count(len(env_ids), min([len(env_ids), *(k for k in shared if k)]))
     population = len(agents[0].config.run.seeds) > 1
     results = []
     for agent in agents:
