@@ -295,3 +295,21 @@ def test_train_suggests_the_ale_id(tmp_path: Path, capsys) -> None:
     with pytest.raises(UserError) as exc:
         make_env(TaskConfig("NoSuchEnv-v0"))
     assert "ALE/" not in str(exc.value)
+
+
+def test_an_integer_in_a_float_field_reads_and_hashes_as_the_float() -> None:
+    config = Config(tasks=task_preset("deramo-gym"))
+    saved = config.to_dict()
+    # what `jq '.config.run.epochs = 5'` writes back: 1.0 -> 1, 0.0 -> 0
+    saved["learner"]["huber_delta"], saved["exploration"]["eps_start"] = 1, 1
+    saved["exploration"]["eval_epsilon"] = 0
+    edited = Config.from_dict(saved)
+    assert isinstance(edited.learner.huber_delta, float) and isinstance(
+        edited.exploration.eval_epsilon, float
+    )
+    assert edited.learning_fingerprint() == config.learning_fingerprint()
+    from_python = Config(tasks=[TaskConfig("CartPole-v1", gamma=1)])  # an int where a float belongs
+    assert (
+        from_python.learning_fingerprint()
+        == Config(tasks=[TaskConfig("CartPole-v1", gamma=1.0)]).learning_fingerprint()
+    )

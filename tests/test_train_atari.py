@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -271,3 +272,26 @@ def test_resume_with_a_missing_replay_folder_is_a_user_error(tmp_path) -> None:
 def test_atari_config_without_atari_settings_is_refused() -> None:
     with pytest.raises(UserError, match="no Atari settings"):
         Config(tasks=[TaskConfig("ALE/Pong-v5")]).validate()
+
+
+@pytest.mark.parametrize(
+    ("damage", "name"),
+    [
+        (lambda f: (f / "reward.npy").write_bytes(b""), "an empty .npy"),
+        (lambda f: (f / "meta.json").write_text("[]"), "meta.json not an object"),
+        (lambda f: (f / "meta.json").write_text('{"size": null}'), "meta.json with a null"),
+    ],
+)
+def test_a_damaged_replay_stops_resume_but_not_evaluate(damage, name: str, tmp_path, capsys) -> None:
+    Trainer.create(tiny(), tmp_path / "run", progress=False).run()
+    evaluated = main(["evaluate", str(tmp_path / "run"), "--steps", "20", "--json"])
+    clean = capsys.readouterr().out
+    (folder,) = (tmp_path / "run").glob("replay-*")
+    damage(folder)
+    with pytest.raises(UserError, match="cannot be read into this run"):
+        Trainer.resume(tmp_path / "run", progress=False)
+    # evaluation needs only the weights: same scores with the replay damaged, or gone
+    if name == "an empty .npy":
+        shutil.rmtree(folder)
+    assert evaluated == main(["evaluate", str(tmp_path / "run"), "--steps", "20", "--json"]) == 0
+    assert capsys.readouterr().out == clean

@@ -789,7 +789,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from mtdqn.train import Trainer
 
-    trainer = Trainer.load(Path(args.run_dir), progress=False)
+    trainer = Trainer.load(Path(args.run_dir), progress=False, replay=False)  # weights suffice
     if trainer.epoch < 0:
         raise UserError(f"{args.run_dir} has no checkpoint yet; train it first")
     job = trainer.eval_job(trainer.epoch)

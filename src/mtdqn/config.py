@@ -238,7 +238,9 @@ class Config:
 
     def learning_fingerprint(self) -> str:
         """Hash of everything that changes the learning (not epochs, device or eval placement)."""
-        data = self.to_dict()
+        # read back as from config.json, so that an integer in a float field (gamma=1 from Python, or 1.0
+        # rewritten as 1 by a JSON tool) hashes as the float it stands for
+        data = Config.from_dict(self.to_dict()).to_dict()
         for key in ("epochs", "device", "background_eval", "torch_threads", "eval_workers"):
             data["run"].pop(key)
         if data["transfer"] is None:  # runs from scratch keep the fingerprint they had before transfers
@@ -476,7 +478,7 @@ def _json_value(hint: Any, value: Any, where: str, expected: Any = None) -> Any:
     }[hint]
     if not ok:
         raise wrong
-    return value
+    return float(value) if hint is float else value  # 1 (as jq and hand edits write 1.0) is 1.0
 
 
 def _dataclass_from_json(cls: type, data: dict[str, Any], where: str) -> Any:

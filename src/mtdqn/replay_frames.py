@@ -324,7 +324,7 @@ class FrameReplay:
                 target[:, :used] = data
             self.position, self.size = int(meta["position"]), used
             self._pos = np.asarray(meta["episode_pos_latest"], np.int64)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError) as exc:  # incl. JSON errors
             raise UserError(
                 f"the replay memory saved in {folder} cannot be read into this run ({exc}); "
                 "restart the run with --overwrite"

@@ -168,10 +168,12 @@ class Trainer:
         threads: int | None = None,
         background_eval: bool | None = None,
         eval_workers: int | None = None,
+        replay: bool = True,
     ) -> Trainer:
         """The run in ``run_dir`` as of its last checkpoint, without writing anything; ``epochs``,
         ``device``, ``threads``, ``background_eval`` and ``eval_workers`` replace the saved ones (none
-        changes a number but the epoch count)."""
+        changes a number but the epoch count). ``replay=False`` leaves the replay memory empty (enough to
+        evaluate; an Atari run deletes the previous epoch's replay folder while it trains on)."""
         run_dir = Path(run_dir)
         config = load_config(run_dir)
         changes = dict(
@@ -187,7 +189,8 @@ class Trainer:
         trainer = _trainer_class(cls, config)(config, run_dir, progress)
         ckpt_path = run_dir / "checkpoint.pt"
         if ckpt_path.is_file():
-            trainer.load_state(load_checkpoint(ckpt_path, trainer.fingerprint, map_location=trainer.device))
+            state = load_checkpoint(ckpt_path, trainer.fingerprint, map_location=trainer.device)
+            trainer.load_state(state, replay=replay)
         trainer._check_history()
         if epochs is not None and epochs < trainer.epoch:
             raise UserError(
@@ -241,10 +244,11 @@ class Trainer:
     def _load_replay(self, state) -> None:
         self.replay.load_state_dict(state)
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict, replay: bool = True) -> None:
         try:
             self.learner.load_state_dict(state["learner"])
-            self._load_replay(state["replay"])
+            if replay:
+                self._load_replay(state["replay"])
             self.epoch = int(state["epoch"])
             self.env_steps = int(state["env_steps"])
             self.wall_s = float(state["wall_s"])
