@@ -173,3 +173,21 @@ def test_sigterm_stops_a_run_and_its_evaluation_process_like_ctrl_c(tmp_path: Pa
     assert "interrupted; the last completed epoch is saved" in err and "Traceback" not in err
     time.sleep(1)
     assert not [pid for pid in children if alive(pid)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_ctrl_c_during_training_prints_no_traceback_from_the_evaluation_process(tmp_path: Path) -> None:
+    background_eval = [arg for arg in TINY[2:] if arg != "--no-background-eval"]
+    args = ["train", "--task", "CartPole-v1", "--epochs", "500", *background_eval]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtdqn.cli", *args, "--runs-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    metrics = tmp_path / "CartPole-v1-multi-seed0" / "metrics.csv"
+    # Ctrl-C reaches the learner and its evaluation process; the learner then also SIGTERMs the latter
+    err, _ = sigterm_when(proc, lambda: metrics.exists() and bool(descendants(proc.pid)), group_sigint=True)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]

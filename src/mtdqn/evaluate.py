@@ -151,7 +151,7 @@ def _serve(conn: Connection) -> None:
     while True:
         try:
             job = conn.recv()
-        except EOFError:  # the learner's end is closed
+        except (EOFError, OSError):  # the learner's end is closed, or the learner is gone (kill -9)
             return
         if job is None:
             return
@@ -162,6 +162,8 @@ def _serve(conn: Connection) -> None:
             reply = ("error", exc)
         try:
             conn.send(reply)
+        except OSError:  # the learner is gone: nobody to answer
+            return
         except Exception:  # an error that cannot be pickled: send its text
             conn.send(("error", RuntimeError(traceback.format_exc())))
 

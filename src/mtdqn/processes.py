@@ -51,9 +51,20 @@ def _child_main(target: Callable[..., None], conn: Connection, args: tuple, nice
         with contextlib.suppress(OSError, AttributeError):
             os.nice(niceness)
     try:
-        target(conn, *args)
+        try:
+            target(conn, *args)
+        finally:
+            _ignore_stop_signals()
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the target has unwound; exit quietly
+        _ignore_stop_signals()  # again: a second signal may have cut the first call short
         sys.exit(exit_code(interrupt))
+
+
+def _ignore_stop_signals() -> None:
+    """The target is done and this process is exiting: a further stop signal (the parent's SIGTERM after a
+    Ctrl-C that reached both) would only print a traceback from the exit's clean-up."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ChildProcess:
