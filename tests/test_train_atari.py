@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,24 +277,35 @@ def test_atari_config_without_atari_settings_is_refused() -> None:
         Config(tasks=[TaskConfig("ALE/Pong-v5")]).validate()
 
 
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory) -> tuple[Path, str]:
+    """A tiny Pong + Breakout run and the output of `mtdqn evaluate --json` on it."""
+    run = tmp_path_factory.mktemp("atari") / "run"
+    Trainer.create(tiny(), run, progress=False).run()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["evaluate", str(run), "--steps", "20", "--json"]) == 0
+    return run, out.getvalue()
+
+
 @pytest.mark.parametrize(
-    ("damage", "name"),
+    "damage",
     [
-        (lambda f: (f / "reward.npy").write_bytes(b""), "an empty .npy"),
-        (lambda f: (f / "meta.json").write_text("[]"), "meta.json not an object"),
-        (lambda f: (f / "meta.json").write_text('{"size": null}'), "meta.json with a null"),
+        lambda f: (f / "reward.npy").write_bytes(b""),  # an empty .npy
+        lambda f: (f / "meta.json").write_text("[]"),  # not an object
+        lambda f: (f / "meta.json").write_text('{"size": null}'),
     ],
 )
-def test_a_damaged_replay_stops_resume_but_not_evaluate(damage, name: str, tmp_path, capsys) -> None:
-    Trainer.create(tiny(), tmp_path / "run", progress=False).run()
-    evaluated = main(["evaluate", str(tmp_path / "run"), "--steps", "20", "--json"])
-    clean = capsys.readouterr().out
-    (folder,) = (tmp_path / "run").glob("replay-*")
+def test_a_damaged_replay_stops_resume_but_not_evaluate(damage, evaluated_run, tmp_path, capsys) -> None:
+    run = Path(shutil.copytree(evaluated_run[0], tmp_path / "run"))
+    (folder,) = run.glob("replay-*")
     damage(folder)
     with pytest.raises(UserError, match="cannot be read into this run"):
-        Trainer.resume(tmp_path / "run", progress=False)
-    # evaluation needs only the weights: same scores with the replay damaged, or gone
-    if name == "an empty .npy":
-        shutil.rmtree(folder)
-    assert evaluated == main(["evaluate", str(tmp_path / "run"), "--steps", "20", "--json"]) == 0
-    assert capsys.readouterr().out == clean
+        Trainer.resume(run, progress=False)
+    # evaluation needs only the weights: the same scores with the replay damaged, or gone
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--steps", "20", "--json"]) == 0
+    assert capsys.readouterr().out == evaluated_run[1]
+    shutil.rmtree(folder)
+    assert main(["evaluate", str(run), "--steps", "20", "--json"]) == 0
+    assert capsys.readouterr().out == evaluated_run[1]
