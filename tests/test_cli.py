@@ -171,6 +171,7 @@ def test_sigterm_stops_a_run_and_its_evaluation_process_like_ctrl_c(tmp_path: Pa
     err, children = sigterm_when(proc, lambda: checkpoint.exists() and bool(descendants(proc.pid)))
     assert proc.returncode == 143, err[-2000:]
     assert "interrupted; the last completed epoch is saved" in err and "Traceback" not in err
+    assert f"continue with mtdqn train --resume {checkpoint.parent}" in err
     time.sleep(1)
     assert not [pid for pid in children if alive(pid)]
 

@@ -750,8 +750,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     _run_and_report(trainer)
 
 
+_STARTED_RUN: list[Path] = []
+"""The run folder a train/transfer command is training (for the message after an interrupt)."""
+
+
 def _run_and_report(trainer: Trainer) -> None:
     print(f"run folder: {trainer.run_dir}", file=sys.stderr)
+    _STARTED_RUN[:] = [trainer.run_dir]
     trainer.run()
     print(
         f"done: metrics in {trainer.run_dir / 'metrics.csv'}, plots in {trainer.run_dir / 'plots'}, "
@@ -892,8 +897,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"mtdqn {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as interrupt:
+        run_dir = _STARTED_RUN[0] if _STARTED_RUN else "RUN_DIR"  # `mtdqn experiment` says its own
         print(
-            "\ninterrupted; the last completed epoch is saved: continue with mtdqn train --resume RUN_DIR",
+            f"\ninterrupted; the last completed epoch is saved: continue with mtdqn train --resume {run_dir}",
             file=sys.stderr,
         )
         return exit_code(interrupt)
