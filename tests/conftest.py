@@ -18,6 +18,10 @@ import pytest
 
 from mtdqn.config import Config, ExplorationConfig, LearnerConfig, ReplayConfig, RunConfig, TaskConfig
 
+TINY_TRAIN = ["--steps-per-epoch", "40", "--eval-steps", "30", "--warmup", "10", "--batch-size", "8"]
+TINY_TRAIN += ["--no-progress", "--no-background-eval"]
+"""`mtdqn train` options for a run of seconds per epoch (inline evaluation, no progress bars)."""
+
 
 def small_config(**run_overrides) -> Config:
     """Cart-Pole + Acrobot + Car-On-Hill, tiny budget: distinct obs sizes (4, 6, 2) and actions (2, 3, 2)."""

@@ -10,24 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import alive, descendants, sigterm_when
+from conftest import TINY_TRAIN, alive, descendants, sigterm_when
 
 from mtdqn.cli import main
 
-TINY = [
-    "--epochs",
-    "1",
-    "--steps-per-epoch",
-    "40",
-    "--eval-steps",
-    "30",
-    "--warmup",
-    "10",
-    "--batch-size",
-    "8",
-    "--no-progress",
-    "--no-background-eval",
-]
+TINY = ["--epochs", "1", *TINY_TRAIN]
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -155,17 +142,23 @@ def test_seeds_train_a_population_in_one_run(tmp_path: Path, capsys) -> None:
         assert exc.value.code == 2
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
-def test_sigterm_stops_a_run_and_its_evaluation_process_like_ctrl_c(tmp_path: Path) -> None:
-    assert TINY[:2] == ["--epochs", "1"]
-    background_eval = [arg for arg in TINY[2:] if arg != "--no-background-eval"]
+def _long_run_with_background_evaluation(tmp_path: Path, start_new_session: bool = False) -> subprocess.Popen:
+    """`mtdqn train` of 500 tiny epochs in a subprocess, evaluating in its background process."""
+    background_eval = [arg for arg in TINY if arg != "--no-background-eval"][2:]
     args = ["train", "--task", "CartPole-v1", "--epochs", "500", *background_eval]
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "mtdqn.cli", *args, "--runs-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=start_new_session,
     )
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_sigterm_stops_a_run_and_its_evaluation_process_like_ctrl_c(tmp_path: Path) -> None:
+    assert TINY[:2] == ["--epochs", "1"]
+    proc = _long_run_with_background_evaluation(tmp_path)
     checkpoint = tmp_path / "CartPole-v1-multi-seed0" / "checkpoint.pt"
     # the background evaluation has started once the process has a child
     err, children = sigterm_when(proc, lambda: checkpoint.exists() and bool(descendants(proc.pid)))
@@ -178,15 +171,7 @@ def test_sigterm_stops_a_run_and_its_evaluation_process_like_ctrl_c(tmp_path: Pa
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
 def test_ctrl_c_during_training_prints_no_traceback_from_the_evaluation_process(tmp_path: Path) -> None:
-    background_eval = [arg for arg in TINY[2:] if arg != "--no-background-eval"]
-    args = ["train", "--task", "CartPole-v1", "--epochs", "500", *background_eval]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mtdqn.cli", *args, "--runs-dir", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _long_run_with_background_evaluation(tmp_path, start_new_session=True)
     metrics = tmp_path / "CartPole-v1-multi-seed0" / "metrics.csv"
     # Ctrl-C reaches the learner and its evaluation process; the learner then also SIGTERMs the latter
     err, _ = sigterm_when(proc, lambda: metrics.exists() and bool(descendants(proc.pid)), group_sigint=True)

@@ -9,23 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TRAIN
 
 from mtdqn.cli import main
 from mtdqn.errors import UserError
 from mtdqn.runlog import load_checkpoint, save_checkpoint
 
-TINY = [
-    "--steps-per-epoch",
-    "40",
-    "--eval-steps",
-    "30",
-    "--warmup",
-    "10",
-    "--batch-size",
-    "8",
-    "--no-progress",
-    "--no-background-eval",
-]
+TINY = TINY_TRAIN
 
 
 def refused(args: list[str], capsys) -> str:
