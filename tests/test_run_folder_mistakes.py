@@ -178,3 +178,32 @@ def test_experiment_name_must_be_one_folder_name(tmp_path: Path, capsys) -> None
     ]
     assert "is not a folder name" in refused(args, capsys)
     assert not any(tmp_path.iterdir())
+
+
+def test_resume_refusal_names_the_flags_as_typed(run: Path, capsys) -> None:
+    err = refused(["train", "--resume", str(run), "--task", "CartPole-v1", "--no-fire-reset"], capsys)
+    assert "drop --task, --no-fire-reset " in err
+
+
+def test_negatable_options_are_the_parsers_boolean_optional_flags() -> None:
+    import argparse
+
+    from mtdqn.cli import _NEGATABLE_OPTIONS, build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = commands.choices["train"]
+    negatable = {a.dest for a in train._actions if isinstance(a, argparse.BooleanOptionalAction)}
+    assert negatable == _NEGATABLE_OPTIONS
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_pointed_to_resume(run: Path, capsys) -> None:
+    """A run killed in its warm-up (config.json, no checkpoint): evaluate and analyze say to resume it."""
+    for path in run.iterdir():
+        if path.name != "config.json":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    advice = f"continue it with mtdqn train --resume {run}"
+    assert advice in refused(["evaluate", str(run)], capsys)
+    assert advice in refused(["analyze", str(run), "--method", "pca", "--steps", "20"], capsys)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # the advice works
+    assert (run / "checkpoint.pt").is_file()

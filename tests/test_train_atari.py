@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -260,6 +261,34 @@ def test_replay_save_and_load_round_trip(tmp_path) -> None:
     (tmp_path / "r" / "frames.npy").write_bytes(b"not an array")
     with pytest.raises(UserError, match="cannot be read into this run"):
         again.load(tmp_path / "r")
+
+
+@pytest.mark.parametrize("name", ["frames", "action", "terminal"])
+def test_a_replay_file_changed_in_place_is_refused_by_its_digest(name: str, tmp_path) -> None:
+    """A flipped byte inside an array's data (its .npy header intact) is found; the untouched copy loads."""
+    rng = np.random.default_rng(0)
+    replay = FrameReplay(1, 2, 20, frame_shape=(6, 6), check_memory=False)
+    for step in range(27):  # wraps the ring: all 20 slots written
+        replay.add(
+            rng.integers(0, 256, (1, 2, 6, 6)),
+            rng.integers(0, 4, (1, 2)),
+            rng.random((1, 2)),
+            rng.random((1, 2)) < 0.1,
+            np.full((1, 2), step % 9 == 0),
+        )
+    replay.save(tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert set(meta["digests"]) == {"frames", "action", "reward", "terminal", "episode_pos", "cut"}
+    shutil.copytree(tmp_path / "r", tmp_path / "old")  # as saved before digests: none in meta.json
+    del meta["digests"]
+    (tmp_path / "old" / "meta.json").write_text(json.dumps(meta))
+    FrameReplay(1, 2, 20, frame_shape=(6, 6), check_memory=False).load(tmp_path / "old")
+    path = tmp_path / "r" / f"{name}.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1  # the last data byte: the array still parses, with one value changed
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match=f"{name}.npy does not match its SHA-256 digest"):
+        FrameReplay(1, 2, 20, frame_shape=(6, 6), check_memory=False).load(tmp_path / "r")
 
 
 def test_resume_with_a_missing_replay_folder_is_a_user_error(tmp_path) -> None:

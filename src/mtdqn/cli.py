@@ -157,6 +157,18 @@ _EXPERIMENT_OPTIONS = [
 ]
 
 
+def _flag_of(dest: str, value: object) -> str:
+    """The command-line flag that set option `dest` to `value` (``tasks`` is ``--task``; ``--no-...``)."""
+    if dest == "tasks":
+        return "--task"
+    flag = f"--{dest.replace('_', '-')}"
+    return f"--no-{flag[2:]}" if value is False and dest in _NEGATABLE_OPTIONS else flag
+
+
+# Options given as --x / --no-x (argparse.BooleanOptionalAction).
+_NEGATABLE_OPTIONS = {"life_loss_terminal", "clip_rewards", "fire_reset"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mtdqn",
@@ -725,7 +737,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.resume:
         given = [
-            f"--{o.replace('_', '-')}" for o in _EXPERIMENT_OPTIONS if getattr(args, o, None) is not None
+            _flag_of(o, getattr(args, o)) for o in _EXPERIMENT_OPTIONS if getattr(args, o, None) is not None
         ]
         if given or args.overwrite:
             extra = ", ".join(given + (["--overwrite"] if args.overwrite else []))
@@ -796,7 +808,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     trainer = Trainer.load(Path(args.run_dir), progress=False, replay=False)  # weights suffice
     if trainer.epoch < 0:
-        raise UserError(f"{args.run_dir} has no checkpoint yet; train it first")
+        raise UserError(
+            f"{args.run_dir} has no checkpoint yet (no epoch finished); "
+            f"continue it with mtdqn train --resume {args.run_dir}"
+        )
     job = trainer.eval_job(trainer.epoch)
     if args.steps is not None:
         job.n_steps = args.steps

@@ -23,6 +23,7 @@ per million transitions, against 56,448 bytes when both 4-frame stacks are store
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -41,6 +42,14 @@ _BYTES_PER_SLOT_EXTRA = 8
 
 _SAVED_ARRAYS = ("frames", "action", "reward", "terminal", "episode_pos", "cut")
 _SAVE_FORMAT = 1
+
+
+def _rows_digest(array: np.ndarray) -> str:
+    """SHA-256 of ``array``'s bytes in C order, hashed row by row (no copy of a sliced ring)."""
+    digest = hashlib.sha256()
+    for row in array:
+        digest.update(np.ascontiguousarray(row).data)
+    return digest.hexdigest()
 
 _HEADROOM_BYTES = 1 << 30
 """Memory left for everything else (networks, environments, Python) when checking that a replay fits."""
@@ -289,12 +298,15 @@ class FrameReplay:
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
         try:
             used = self.size if self.size < self.capacity else self.capacity  # slots 0..size-1 until full
+            digests = {}
             for name in _SAVED_ARRAYS:
+                written = getattr(self, name)[:, :used]
+                digests[name] = _rows_digest(written)
                 with open(tmp / f"{name}.npy", "wb") as f:
-                    np.save(f, getattr(self, name)[:, :used], allow_pickle=False)
+                    np.save(f, written, allow_pickle=False)
                     f.flush()
                     os.fsync(f.fileno())
-            (tmp / "meta.json").write_text(json.dumps(self._meta()))
+            (tmp / "meta.json").write_text(json.dumps({**self._meta(), "digests": digests}))
             os.chmod(tmp, 0o755)
             os.rename(tmp, folder)
             dir_fd = os.open(folder.parent, os.O_RDONLY)
@@ -316,11 +328,14 @@ class FrameReplay:
                 if meta[key] != mine[key]:
                     raise ValueError(f"{key} is {meta[key]} there, {mine[key]} here")
             used = int(meta["size"])
+            digests = meta.get("digests", {})  # replays saved before digests have none
             for name in _SAVED_ARRAYS:
                 data = np.load(folder / f"{name}.npy", allow_pickle=False)
                 target = getattr(self, name)
                 if data.shape != (target.shape[0], used, *target.shape[2:]) or data.dtype != target.dtype:
                     raise ValueError(f"{name}.npy has shape {data.shape} ({data.dtype})")
+                if name in digests and _rows_digest(data) != digests[name]:
+                    raise ValueError(f"{name}.npy does not match its SHA-256 digest: the file is damaged")
                 target[:, :used] = data
             self.position, self.size = int(meta["position"]), used
             self._pos = np.asarray(meta["episode_pos_latest"], np.int64)

@@ -218,7 +218,10 @@ def state_digest(state: Any) -> str:
 def load_checkpoint(path: Path, fingerprint: str, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely, check its digest and that it belongs to the configuration ``fingerprint``."""
     if not path.is_file():
-        raise UserError(f"no checkpoint at {path}; the run has not finished an epoch yet, start it again")
+        raise UserError(
+            f"no checkpoint at {path}: the run has not finished an epoch yet; "
+            f"continue it with mtdqn train --resume {path.parent}"
+        )
     state = safe_torch_load(path, "checkpoint", "restart the run with --overwrite", map_location)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {path} has an unknown format; restart the run with --overwrite")
