@@ -234,10 +234,11 @@ def test_member_learns_the_same_alone_and_in_a_population(tmp_path) -> None:
     np.testing.assert_array_equal(alone.replay.frames[0], pair.replay.frames[2])  # member 1, Pong
 
 
-def test_replay_save_and_load_round_trip(tmp_path) -> None:
+def filled_replay() -> FrameReplay:
+    """A one-member, two-game replay of 20 slots after 27 random transitions (the ring has wrapped)."""
     rng = np.random.default_rng(0)
     replay = FrameReplay(1, 2, 20, frame_shape=(6, 6), check_memory=False)
-    for step in range(27):  # wraps the ring
+    for step in range(27):
         replay.add(
             rng.integers(0, 256, (1, 2, 6, 6)),
             rng.integers(0, 4, (1, 2)),
@@ -245,6 +246,11 @@ def test_replay_save_and_load_round_trip(tmp_path) -> None:
             rng.random((1, 2)) < 0.1,
             np.full((1, 2), step % 9 == 0),
         )
+    return replay
+
+
+def test_replay_save_and_load_round_trip(tmp_path) -> None:
+    replay = filled_replay()
     replay.save(tmp_path / "r")
     again = FrameReplay(1, 2, 20, frame_shape=(6, 6), check_memory=False)
     again.load(tmp_path / "r")
@@ -266,16 +272,7 @@ def test_replay_save_and_load_round_trip(tmp_path) -> None:
 @pytest.mark.parametrize("name", ["frames", "action", "terminal"])
 def test_a_replay_file_changed_in_place_is_refused_by_its_digest(name: str, tmp_path) -> None:
     """A flipped byte inside an array's data (its .npy header intact) is found; the untouched copy loads."""
-    rng = np.random.default_rng(0)
-    replay = FrameReplay(1, 2, 20, frame_shape=(6, 6), check_memory=False)
-    for step in range(27):  # wraps the ring: all 20 slots written
-        replay.add(
-            rng.integers(0, 256, (1, 2, 6, 6)),
-            rng.integers(0, 4, (1, 2)),
-            rng.random((1, 2)),
-            rng.random((1, 2)) < 0.1,
-            np.full((1, 2), step % 9 == 0),
-        )
+    replay = filled_replay()
     replay.save(tmp_path / "r")
     meta = json.loads((tmp_path / "r" / "meta.json").read_text())
     assert set(meta["digests"]) == {"frames", "action", "reward", "terminal", "episode_pos", "cut"}
