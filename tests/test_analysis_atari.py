@@ -11,9 +11,11 @@ import torch
 from test_train_atari import tiny
 
 from mtdqn.analysis.config import AnalysisConfig
+from mtdqn.analysis.gradients import gradient_sharing, replay_batch, shared_parameters, task_gradients
 from mtdqn.analysis.render import FrameRenderer
 from mtdqn.analysis.rollout import StateSet, collect_states, load_agents
 from mtdqn.cli import main
+from mtdqn.seeding import derive_rng
 from mtdqn.train import Trainer
 
 
@@ -86,6 +88,26 @@ def test_cli_analyze_writes_the_report_of_an_atari_run(atari_run: Path, tmp_path
     html = (member / "report.html").read_text()
     assert "Pong" in html and "Breakout" in html
     assert len(list((member / "overlap").glob("*.png"))) == 3
+
+
+def test_the_gradients_of_each_game_on_the_shared_layers(atari_run: Path) -> None:
+    """From the frame replay: review-exp1 shares conv2, conv3, 3136->512 and 512->256, and the two games'
+    gradients on them add up to the joint loss's."""
+    trainer = Trainer.load(atari_run, progress=False)
+    shared = shared_parameters(trainer.net)
+    conv2, conv3 = 64 * 32 * 4 * 4 + 64, 64 * 64 * 3 * 3 + 64
+    assert sum(p[0].numel() for p in shared) == conv2 + conv3 + 3136 * 512 + 512 + 512 * 256 + 256
+    batch = replay_batch(trainer, [derive_rng(s, "test") for s in trainer.seeds], 4)
+    joint = torch.autograd.grad(trainer.learner.loss(batch)[0], shared)
+    expected = torch.cat([g.reshape(2, -1) for g in joint], dim=1)
+    torch.testing.assert_close(task_gradients(trainer.learner, batch).sum(1), expected, rtol=1e-4, atol=1e-7)
+    numbers = gradient_sharing(atari_run, 2)
+    assert set(numbers) == {0, 1}
+    for g in numbers.values():
+        assert g["transitions_per_task"] == 8
+        assert g["Pong"]["contribution"] + g["Breakout"]["contribution"] == pytest.approx(1.0, abs=1e-9)
+        # two games, one angle between them
+        assert g["Pong"]["cosine_with_others"] == pytest.approx(g["Breakout"]["cosine_with_others"], abs=1e-9)
 
 
 def test_cli_evaluate_scores_an_atari_run(atari_run: Path, capsys) -> None:

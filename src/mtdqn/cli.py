@@ -570,6 +570,13 @@ def _add_analyze_parser(sub) -> None:
         default=a.thumbnail_width,
         help=f"hover picture width in pixels (default: {a.thumbnail_width})",
     )
+    an.add_argument(
+        "--gradient-batches",
+        type=_nonneg_int,
+        default=a.gradient_batches,
+        help="also measure how each task's TD-loss gradient pulls on the shared layers, averaged over this "
+        "many replay batches (loads the run's replay memory; default: 0 = off)",
+    )
 
 
 def _is_atari(env_ids: list[str]) -> bool:
@@ -876,6 +883,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
         neighbours=args.neighbours,
         overlap_per_pair=args.overlap_per_pair,
         thumbnail_width=args.thumbnail_width,
+        gradient_batches=args.gradient_batches,
     )
     out = Path(args.out) if args.out else None
     analyze_run(

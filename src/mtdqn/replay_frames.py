@@ -51,6 +51,7 @@ def _rows_digest(array: np.ndarray) -> str:
         digest.update(np.ascontiguousarray(row).data)
     return digest.hexdigest()
 
+
 _HEADROOM_BYTES = 1 << 30
 """Memory left for everything else (networks, environments, Python) when checking that a replay fits."""
 

@@ -46,6 +46,9 @@ class AnalysisConfig:
     """Width in pixels of the frames shown on hover in the HTML report."""
     probe_folds: int = 5
     """Cross-validation folds of the linear probes (task id and value)."""
+    gradient_batches: int = 0
+    """Replay batches over which each task's gradient on the shared layers is averaged
+    (:mod:`mtdqn.analysis.gradients`); 0 = not computed (it loads the run's replay memory)."""
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the first bad field."""
@@ -62,6 +65,7 @@ class AnalysisConfig:
             (self.overlap_per_pair >= 0, "--overlap-per-pair must be 0 or more"),
             (16 <= self.thumbnail_width <= 400, "--thumbnail-width must lie in [16, 400]"),
             (self.probe_folds >= 2, "--probe-folds must be at least 2"),
+            (self.gradient_batches >= 0, "--gradient-batches must be 0 (off) or more"),
         ]
         for ok, message in checks:
             if not ok:

@@ -42,6 +42,11 @@ MEANINGS = {
     "Atari runs also get bf16_signal: the median over units of the correlation across states between the "
     "layer's float32 outputs and those of a bfloat16 forward (--precision bf16); near 0 = bfloat16 "
     "rounding erases what the layer says about the state",
+    "gradient_sharing": "per task, its gradient of the TD loss (its term of the joint loss) on the shared "
+    "layers' parameters, averaged over replay batches at the last checkpoint: norm; contribution = its part "
+    "of the joint gradient along the joint direction (sums to 1 over tasks; < 0 pulls against it); "
+    "cosine_with_others with the other tasks' summed gradient (> 0 agree, < 0 conflict); cosine = the task x "
+    "task matrix. Adam rescales the step per parameter: these describe the gradient, not the step",
     "cka": "linear CKA between this run's shared features and another run's on the same states (all states "
     "and per task); 1 = same representation up to rotation and scale, 0 = unrelated",
 }

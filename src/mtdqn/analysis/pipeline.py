@@ -20,6 +20,7 @@ import numpy as np
 from mtdqn.analysis import figures
 from mtdqn.analysis.config import AnalysisConfig
 from mtdqn.analysis.embed import embed
+from mtdqn.analysis.gradients import gradient_sharing
 from mtdqn.analysis.metrics import MEANINGS, layer_activity, linear_cka, sharing_metrics
 from mtdqn.analysis.overlap import overlap_states
 from mtdqn.analysis.render import FrameRenderer, Thumbnails
@@ -93,9 +94,15 @@ def _embedding(x: np.ndarray, cfg: AnalysisConfig, seed: int, path: Path, log) -
 
 
 def analyze_member(
-    agent: Agent, cfg: AnalysisConfig, folder: Path, compare: list[list[Agent]], log=print
+    agent: Agent,
+    cfg: AnalysisConfig,
+    folder: Path,
+    compare: list[list[Agent]],
+    log=print,
+    gradients: dict | None = None,
 ) -> MemberResult:
-    """The whole analysis of one member into ``folder``."""
+    """The whole analysis of one member into ``folder``; ``gradients``: its
+    :func:`~mtdqn.analysis.gradients.gradient_sharing`, reported with the metrics."""
     folder.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -140,6 +147,8 @@ def analyze_member(
         comparisons.append((label, other_emb, task[rows]))
     if cka:
         metrics["cka"] = cka
+    if gradients is not None:
+        metrics["gradient_sharing"] = gradients
     lap("compare")
 
     method = "t-SNE" if cfg.method == "tsne" else "PCA"
@@ -283,11 +292,15 @@ def analyze_run(
     shared = [sum(e in {t.env_id for t in other[0].tasks} for e in env_ids) for other in others]
     cfg.check_state_count(len(env_ids), min([len(env_ids), *(k for k in shared if k)]))
     population = len(agents[0].config.run.seeds) > 1
+    gradients = {}
+    if cfg.gradient_batches:
+        log(f"gradients of each task on the shared layers over {cfg.gradient_batches} replay batches")
+        gradients = gradient_sharing(run_dir, cfg.gradient_batches, cfg.seed)
     results = []
     for agent in agents:
         folder = out / f"seed{agent.seed}" if population else out
         log(f"analysing seed {agent.seed} of {run_dir} (epoch {agent.epoch}) into {folder}")
-        result = analyze_member(agent, cfg, folder, others, log)
+        result = analyze_member(agent, cfg, folder, others, log, gradients.get(agent.seed))
         log(
             f"  {folder / 'report.html'}  ({sum(result.timings.values()):.1f} s: "
             + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())

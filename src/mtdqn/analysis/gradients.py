@@ -1,0 +1,124 @@
+"""How the tasks pull on the shared layers: each task's gradient of the TD loss on the shared parameters.
+
+The joint loss is ``L = mean_t L_t`` (the learner's), so its gradient on a shared parameter is the sum over
+tasks of ``g_t = grad(L_t / T)``. For a trained run, on transitions drawn from its replay memory with its own
+target network (the loss its next update would minimise), per member and task:
+
+* ``norm``: ``|g_t|``, how hard task t pulls on the shared layers;
+* ``contribution``: ``<g_t, g> / |g|^2`` with ``g = sum_t g_t``, task t's part of the joint gradient's length
+  along its own direction (the contributions sum to 1; a negative one pulls against the joint step);
+* ``cosine_with_others``: the cosine between ``g_t`` and the sum of the other tasks' gradients (> 0: the
+  tasks agree on how to change the shared layers; < 0: they conflict);
+* ``cosine``: the T x T matrix of cosines between the tasks' gradients.
+
+The gradients are averaged over ``batches`` batches (the learner's batch size per task) before any of this,
+so the numbers describe the expected gradient, not one batch's noise. Adam rescales each parameter's step,
+so these describe the gradient the optimiser receives, not its step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtdqn.errors import UserError
+from mtdqn.learner import DQNLearner
+from mtdqn.seeding import derive_rng
+
+
+def shared_parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights and biases of the shared layers of a multi-task network (leading member dimension)."""
+    return [
+        p
+        for layer, weight, bias in zip(net.plan, net.weights, net.biases, strict=True)
+        if layer.shared
+        for p in (weight, bias)
+    ]
+
+
+def task_gradients(learner: DQNLearner, batch) -> torch.Tensor:
+    """``(S, T, P)``: each task's gradient of its term ``L_t / T`` of the joint loss on the ``P`` shared
+    parameters of each member (float32; the learner's precision for the forward and backward)."""
+    params = shared_parameters(learner.online)
+    if not params:
+        raise UserError(
+            "the run has no shared layers (a single-task baseline, --mode single); analyse the gradients "
+            "of a multi-task run, or drop --gradient-batches"
+        )
+    _, per_task, _ = learner.loss(batch)  # (S, T); members are independent: their gradients do not mix
+    n_members, n_tasks = per_task.shape
+    grads = []
+    for t in range(n_tasks):  # a diagnostic, not the update: one backward per task is fine
+        g = torch.autograd.grad(per_task[:, t].sum() / n_tasks, params, retain_graph=t < n_tasks - 1)
+        grads.append(torch.cat([x.float().reshape(n_members, -1) for x in g], dim=1))
+    return torch.stack(grads, dim=1)
+
+
+def sharing_of(grads: torch.Tensor) -> dict[str, np.ndarray]:
+    """Norms ``(S, T)``, contributions ``(S, T)``, cosines with the other tasks ``(S, T)`` and the cosine
+    matrix ``(S, T, T)`` of per-task gradients ``(S, T, P)`` (float64; NaN where a norm is zero)."""
+    g = grads.double()
+    total = g.sum(1, keepdim=True)
+    norm = g.norm(dim=-1)
+    unit = g / norm.unsqueeze(-1)
+    others = total - g
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "norm": norm.numpy(),
+            "contribution": ((g * total).sum(-1) / (total * total).sum(-1)).numpy(),
+            "cosine_with_others": ((g * others).sum(-1) / (norm * others.norm(dim=-1))).numpy(),
+            "cosine": (unit @ unit.transpose(1, 2)).numpy(),
+        }
+
+
+def replay_batch(trainer, rng: list[np.random.Generator], batch_size: int):
+    """One batch from the trainer's replay (control or frame replay), member m's slots from ``rng[m]``."""
+    from mtdqn.replay_frames import FrameReplay
+
+    replay = trainer.replay
+    if isinstance(replay, FrameReplay):
+        return replay.sample(rng, batch_size, trainer.device)
+    uniform = np.stack([r.random((1, trainer.n_tasks, batch_size)) for r in rng], axis=1)
+    rows = replay.plan_indices(uniform, adds_before=np.zeros(1, dtype=np.int64))
+    return replay.gather_rows(rows[0], batch_size)
+
+
+def gradient_sharing(run_dir: Path, batches: int, seed: int = 0) -> dict[int, dict]:
+    """Per member seed of the run in ``run_dir`` (its last checkpoint): the numbers of the module docstring
+    as plain JSON values, keyed by task name, from ``batches`` replay batches drawn with the member's own
+    stream ``derive_rng(member seed, "analysis-gradients", seed)``."""
+    from mtdqn.train import Trainer
+
+    trainer = Trainer.load(Path(run_dir), progress=False)
+    if trainer.epoch < 0 or len(trainer.replay) < 2:
+        raise UserError(
+            f"{run_dir} has no replay memory yet; continue it with mtdqn train --resume {run_dir}"
+        )
+    rngs = [derive_rng(s, "analysis-gradients", seed) for s in trainer.seeds]
+    total = None
+    for _ in range(batches):
+        g = task_gradients(trainer.learner, replay_batch(trainer, rngs, trainer.config.learner.batch_size))
+        total = g if total is None else total.add_(g)
+    numbers = sharing_of(total.div_(batches).cpu())
+    names = [spec.name for spec in trainer.specs]
+    out = {}
+    for m, member_seed in enumerate(trainer.seeds):
+        per_task = {
+            name: {key: _plain(numbers[key][m, t]) for key in ("norm", "contribution", "cosine_with_others")}
+            for t, name in enumerate(names)
+        }
+        out[member_seed] = {
+            "batches": batches,
+            "transitions_per_task": batches * trainer.config.learner.batch_size,
+            **per_task,
+            "cosine": [[_plain(v) for v in row] for row in numbers["cosine"][m]],
+        }
+    return out
+
+
+def _plain(value: float) -> float | None:
+    """A JSON number, or None for NaN (a task whose gradient is zero)."""
+    value = float(value)
+    return value if np.isfinite(value) else None
