@@ -96,3 +96,26 @@ def test_a_single_task_baseline_has_no_shared_gradients(runs, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "no shared layers" in err and "--mode single" in err and "Traceback" not in err
+
+
+def test_the_split_half_cosine_says_whether_the_average_is_noise_free(runs, monkeypatch):
+    import mtdqn.analysis.gradients as gradients
+
+    one = gradient_sharing(runs["multi"], 1)[0]  # one batch: no halves to compare
+    names = [key for key, value in one.items() if isinstance(value, dict)]
+    assert len(names) == 3 and all(one[name]["split_half_cosine"] is None for name in names)
+    fixed = gradients.replay_batch
+    batch = {}
+
+    def same_batch(trainer, rngs, size):  # every batch the first: both halves average the same gradient
+        batch.setdefault("b", fixed(trainer, rngs, size))
+        return batch["b"]
+
+    monkeypatch.setattr(gradients, "replay_batch", same_batch)
+    repeated = gradient_sharing(runs["multi"], 4)[0]
+    for name in names:
+        assert repeated[name]["split_half_cosine"] == pytest.approx(1.0, abs=1e-6)
+        assert repeated[name]["contribution"] == pytest.approx(one[name]["contribution"], rel=1e-5)
+    monkeypatch.undo()
+    real = gradient_sharing(runs["multi"], 4)[0]  # other batches in the two halves: other gradients
+    assert all(real[name]["split_half_cosine"] < 0.999 for name in names)

@@ -12,7 +12,10 @@ target network (the loss its next update would minimise), per member and task:
 * ``cosine``: the T x T matrix of cosines between the tasks' gradients.
 
 The gradients are averaged over ``batches`` batches (the learner's batch size per task) before any of this,
-so the numbers describe the expected gradient, not one batch's noise. Adam rescales each parameter's step,
+so the numbers describe the expected gradient, not one batch's noise; ``split_half_cosine``, the cosine
+between a task's gradients averaged over the even and over the odd batches, says whether that worked (near
+1: the average is the expected gradient; near 0: noise dominates, and the cosines between tasks are pulled
+towards 0 by it: raise ``batches``). Adam rescales each parameter's step,
 so these describe the gradient the optimiser receives, not its step.
 """
 
@@ -85,6 +88,10 @@ def replay_batch(trainer, rng: list[np.random.Generator], batch_size: int):
     return replay.gather_rows(rows[0], batch_size)
 
 
+PER_TASK = ("norm", "contribution", "cosine_with_others", "split_half_cosine")
+"""The numbers reported for each task."""
+
+
 def gradient_sharing(run_dir: Path, batches: int, seed: int = 0) -> dict[int, dict]:
     """Per member seed of the run in ``run_dir`` (its last checkpoint): the numbers of the module docstring
     as plain JSON values, keyed by task name, from ``batches`` replay batches drawn with the member's own
@@ -97,17 +104,21 @@ def gradient_sharing(run_dir: Path, batches: int, seed: int = 0) -> dict[int, di
             f"{run_dir} has no replay memory yet; continue it with mtdqn train --resume {run_dir}"
         )
     rngs = [derive_rng(s, "analysis-gradients", seed) for s in trainer.seeds]
-    total = None
-    for _ in range(batches):
+    halves: list[torch.Tensor | None] = [None, None]  # sums over the even and the odd batches
+    for k in range(batches):
         g = task_gradients(trainer.learner, replay_batch(trainer, rngs, trainer.config.learner.batch_size))
-        total = g if total is None else total.add_(g)
-    numbers = sharing_of(total.div_(batches).cpu())
+        halves[k % 2] = g if halves[k % 2] is None else halves[k % 2].add_(g)
+    even, odd = halves
+    numbers = sharing_of((even if odd is None else even + odd).div_(batches).cpu())
+    split = np.full(numbers["norm"].shape, np.nan)
+    if odd is not None:
+        split = torch.nn.functional.cosine_similarity(even.double(), odd.double(), dim=-1).cpu().numpy()
+    numbers["split_half_cosine"] = split
     names = [spec.name for spec in trainer.specs]
     out = {}
     for m, member_seed in enumerate(trainer.seeds):
         per_task = {
-            name: {key: _plain(numbers[key][m, t]) for key in ("norm", "contribution", "cosine_with_others")}
-            for t, name in enumerate(names)
+            name: {key: _plain(numbers[key][m, t]) for key in PER_TASK} for t, name in enumerate(names)
         }
         out[member_seed] = {
             "batches": batches,

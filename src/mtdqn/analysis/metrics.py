@@ -46,7 +46,9 @@ MEANINGS = {
     "layers' parameters, averaged over replay batches at the last checkpoint: norm; contribution = its part "
     "of the joint gradient along the joint direction (sums to 1 over tasks; < 0 pulls against it); "
     "cosine_with_others with the other tasks' summed gradient (> 0 agree, < 0 conflict); cosine = the task x "
-    "task matrix. Adam rescales the step per parameter: these describe the gradient, not the step",
+    "task matrix; split_half_cosine between the task's gradients over the even and the odd batches (near 0 = "
+    "noise dominates: raise --gradient-batches). Adam rescales the step per parameter: these describe the "
+    "gradient, not the step",
     "cka": "linear CKA between this run's shared features and another run's on the same states (all states "
     "and per task); 1 = same representation up to rotation and scale, 0 = unrelated",
 }
