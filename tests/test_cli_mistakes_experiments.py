@@ -45,7 +45,9 @@ def _experiment(tmp_path: Path, *args: str) -> int:
 # --- mtdqn experiment: refused before anything is written ------------------------------------------------
 
 
-@pytest.mark.parametrize("flag", [["--analyze-steps", "50"], ["--analyze-method", "tsne"]])
+@pytest.mark.parametrize(
+    "flag", [["--analyze-steps", "50"], ["--analyze-method", "tsne"], ["--analyze-gradient-batches", "5"]]
+)
 def test_analysis_options_without_analyze_are_refused(flag, tmp_path: Path, capsys) -> None:
     assert _experiment(tmp_path, *flag) == 2
     err = _one_line_error(capsys)

@@ -275,13 +275,13 @@ def test_analyze_adds_the_sharing_metrics_against_the_width(tmp_path: Path, monk
     experiment = Experiment("two-widths", "w80 vs w5", arms, baseline="w80", sweep=sweep)
     monkeypatch.setitem(EXPERIMENTS, experiment.name, experiment)
     args = ["experiment", "two-widths", "--seeds", "2", "--epochs", "1", "--out", str(tmp_path), *TINY]
-    args += ["--analyze", "--analyze-steps", "20"]
+    args += ["--analyze", "--analyze-steps", "20", "--analyze-gradient-batches", "2"]
     assert main(args) == 0
     folder = tmp_path / "two-widths"
     rows = _rows(folder / "sharing.csv")
     metrics = {r["metric"] for r in rows}
     assert {"task_probe_accuracy", "knn_task_mixing", "effective_rank", "dead_unit_fraction"} <= metrics
-    assert "value_r2_cross_offdiag" in metrics
+    assert {"value_r2_cross_offdiag", "gradient_cosine_offdiag", "gradient_contribution_max"} <= metrics
     assert {(r["arm"], r["seed"]) for r in rows} == {(a, s) for a in ("w80", "w5") for s in ("0", "1")}
     member = json.loads((folder / "runs" / "w5-seeds0-1" / "analysis" / "seed1" / "metrics.json").read_text())
     cross = np.array(member["metrics"]["value_r2_cross"])
@@ -291,11 +291,17 @@ def test_analyze_adds_the_sharing_metrics_against_the_width(tmp_path: Path, monk
         if (r["arm"], r["seed"], r["metric"]) == ("w5", "1", "value_r2_cross_offdiag")
     ]
     assert offdiag == [pytest.approx(cross[~np.eye(2, dtype=bool)].mean())]
+    gradients = member["metrics"]["gradient_sharing"]  # two tasks: one cosine, contributions c and 1 - c
+    w5_seed1 = {r["metric"]: float(r["value"]) for r in rows if (r["arm"], r["seed"]) == ("w5", "1")}
+    assert w5_seed1["gradient_cosine_offdiag"] == pytest.approx(gradients["cosine"][0][1])
+    top = max(v["contribution"] for v in gradients.values() if isinstance(v, dict))
+    assert w5_seed1["gradient_contribution_max"] == pytest.approx(top) and top >= 0.5
     summary = _rows(folder / "report" / "sharing.csv")
     probe = [(r["arm"], r["value"], r["n"]) for r in summary if r["metric"] == "task_probe_accuracy"]
     assert probe == [("w5", "5", "2"), ("w80", "80", "2")]
     report = (folder / "report" / "report.md").read_text()
     assert "## Sharing metrics of the shared features" in report and "| w5 | 5 | 2 |" in report
+    assert "gradient_cosine_offdiag" in report
     assert (folder / "report" / "sharing.png").stat().st_size > 1000
 
     analysed = {p: p.stat().st_mtime_ns for p in (folder / "runs").rglob("metrics.json")}

@@ -126,6 +126,13 @@ def add_parsers(sub) -> None:
         help=f"with --analyze: embedding of the per-seed pictures (default: {ANALYZE_METHOD}; the metrics do "
         "not depend on it)",
     )
+    exp.add_argument(
+        "--analyze-gradient-batches",
+        type=_positive_int,
+        metavar="N",
+        help="with --analyze: also measure each task's gradient on the shared layers over N replay batches "
+        "(mtdqn analyze --gradient-batches; adds the gradient cosines and dominance to sharing.csv)",
+    )
 
     rep = sub.add_parser(
         "report",
@@ -164,6 +171,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         for flag, value in (
             ("--analyze-steps", args.analyze_steps),
             ("--analyze-method", args.analyze_method),
+            ("--analyze-gradient-batches", args.analyze_gradient_batches),
         ):
             if value is not None:
                 raise UserError(
@@ -188,7 +196,9 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         from mtdqn.experiment_analysis import check_analysis
 
         analysis = AnalysisConfig(
-            steps=args.analyze_steps or ANALYZE_STEPS, method=args.analyze_method or ANALYZE_METHOD
+            steps=args.analyze_steps or ANALYZE_STEPS,
+            method=args.analyze_method or ANALYZE_METHOD,
+            gradient_batches=args.analyze_gradient_batches or 0,
         )
         check_analysis(experiment, options, analysis)  # before anything trains
 

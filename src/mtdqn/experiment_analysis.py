@@ -4,8 +4,9 @@ After the groups have trained, every group whose run has shared layers over two 
 run) is analysed by :func:`mtdqn.analysis.pipeline.analyze_run` into its own ``analysis/`` folder
 (``analysis/seed<k>/`` per member of a population), exactly as ``mtdqn analyze RUN`` would; a group whose
 members already hold an analysis of the run's last epoch with the same settings is kept. Then every
-member's scalar metrics (and the mean off-diagonal entry of ``value_r2_cross``) are gathered into
-``<experiment>/sharing.csv``, one row per (arm, seed, metric), which the report draws
+member's scalar metrics (and the mean off-diagonal entry of ``value_r2_cross``; with gradient batches
+the mean off-diagonal gradient cosine, the largest contribution and the lowest split-half cosine) are
+gathered into ``<experiment>/sharing.csv``, one row per (arm, seed, metric), which the report draws
 (:mod:`mtdqn.sweep_report`). The analysis runs in this process, also with the Ray backend.
 """
 
@@ -27,6 +28,13 @@ from mtdqn.runner import read_manifest
 from mtdqn.sweep_report import SHARING, SHARING_COLUMNS
 
 OFFDIAG = "value_r2_cross_offdiag"
+GRADIENT_COSINE = "gradient_cosine_offdiag"
+"""Mean cosine between two tasks' gradients on the shared layers (``--analyze-gradient-batches``)."""
+GRADIENT_DOMINANCE = "gradient_contribution_max"
+"""The largest task's contribution to the joint gradient: 1/T = even, 1 = one task drives the shared
+layers."""
+GRADIENT_SPLIT_HALF = "gradient_split_half_min"
+"""The lowest split-half cosine over the tasks: near 1 = the two numbers above are not batch noise."""
 
 
 def member_folders(run_dir: Path, seeds: list[int]) -> dict[int, Path]:
@@ -62,7 +70,18 @@ def member_metrics(folder: Path) -> dict[str, float]:
     out = {key: float(metrics[key]) for key in SCALAR_METRICS if key in metrics}
     if "value_r2_cross" in metrics:
         out[OFFDIAG] = offdiag_mean(metrics["value_r2_cross"])
+    gradients = metrics.get("gradient_sharing")
+    if gradients is not None:
+        per_task = [v for v in gradients.values() if isinstance(v, dict)]
+        cosine = [[np.nan if c is None else c for c in row] for row in gradients["cosine"]]
+        out[GRADIENT_COSINE] = offdiag_mean(cosine)
+        out[GRADIENT_DOMINANCE] = max(_number(t["contribution"]) for t in per_task)
+        out[GRADIENT_SPLIT_HALF] = min(_number(t["split_half_cosine"]) for t in per_task)
     return out
+
+
+def _number(value: float | None) -> float:
+    return np.nan if value is None else float(value)
 
 
 def check_analysis(experiment: Experiment, options: RunOptions, cfg: AnalysisConfig) -> None:

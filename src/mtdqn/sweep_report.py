@@ -42,6 +42,8 @@ SHARING_SHOWN = (
     "effective_rank",
     "dead_unit_fraction",
     "value_r2_cross_offdiag",
+    "gradient_cosine_offdiag",
+    "gradient_contribution_max",
 )
 """The metrics drawn and tabled in the report (``sharing.csv`` holds every scalar metric)."""
 
@@ -267,8 +269,11 @@ def sweep_section(
                 f"From `mtdqn analyze` of every seed's last checkpoint ([`{SHARING}`](../{SHARING}); the "
                 "meanings are in the README, section *Analysing the shared features*): mean ± 95% Student-t "
                 "half-width over seeds. `value_r2_cross_offdiag` is the mean off-diagonal entry of "
-                "`value_r2_cross` (a value readout fitted on one task, tested on another). Every metric "
-                "as [sharing.csv](sharing.csv).",
+                "`value_r2_cross` (a value readout fitted on one task, tested on another). With "
+                "`--analyze-gradient-batches`, `gradient_cosine_offdiag` is the mean cosine between two "
+                "tasks' gradients on the shared layers (< 0: they conflict) and `gradient_contribution_max` "
+                "the largest task's share of the joint gradient (1/T: even; 1: one task drives them). Every "
+                "metric as [sharing.csv](sharing.csv).",
                 "",
                 f"![sharing]({figure.name})",
                 "",
