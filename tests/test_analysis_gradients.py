@@ -119,3 +119,36 @@ def test_the_split_half_cosine_says_whether_the_average_is_noise_free(runs, monk
     monkeypatch.undo()
     real = gradient_sharing(runs["multi"], 4)[0]  # other batches in the two halves: other gradients
     assert all(real[name]["split_half_cosine"] < 0.999 for name in names)
+
+
+def test_a_task_cut_off_from_the_shared_layers(runs, tmp_path, monkeypatch):
+    """A task whose gradient on the shared layers is exactly zero (its inputs saturate every sigmoid feature
+    unit, as at width 5 in feature-width-review) has no cosines; the report and the experiment's per-seed
+    numbers leave it out instead of failing."""
+    import mtdqn.analysis.gradients as gradients
+    from mtdqn.experiment_analysis import member_metrics
+
+    real = gradients.task_gradients
+
+    def second_task_cut_off(learner, batch):
+        g = real(learner, batch)
+        g[:, 1] = 0.0
+        return g
+
+    monkeypatch.setattr(gradients, "task_gradients", second_task_cut_off)
+    out = tmp_path / "analysis"
+    args = ["analyze", str(runs["multi"]), "--steps", "20", "--method", "pca", "--seeds", "0"]
+    assert main([*args, "--out", str(out), "--gradient-batches", "2"]) == 0
+    metrics = json.loads((out / "seed0" / "metrics.json").read_text())
+    grad = metrics["metrics"]["gradient_sharing"]
+    first, cut, third = (grad[name] for name in metrics["tasks"])
+    assert cut == {"norm": 0.0, "contribution": 0.0, "cosine_with_others": None, "split_half_cosine": None}
+    assert grad["cosine"][1] == [None] * 3 and [row[1] for row in grad["cosine"]] == [None] * 3
+    assert first["contribution"] + third["contribution"] == pytest.approx(1.0, abs=1e-9)
+    assert "&ndash;" in (out / "seed0" / "report.html").read_text()
+
+    numbers = member_metrics(out / "seed0")
+    assert numbers["gradient_zero_tasks"] == 1.0
+    assert numbers["gradient_cosine_offdiag"] == pytest.approx(grad["cosine"][0][2])  # the one defined pair
+    assert numbers["gradient_contribution_max"] == max(first["contribution"], third["contribution"])
+    assert numbers["gradient_split_half_min"] == min(first["split_half_cosine"], third["split_half_cosine"])

@@ -310,6 +310,17 @@ def test_analyze_adds_the_sharing_metrics_against_the_width(tmp_path: Path, monk
     assert _rows(folder / "sharing.csv") == rows
 
 
+def test_the_sharing_summary_leaves_out_the_seeds_where_a_metric_is_undefined() -> None:
+    from mtdqn.sweep_report import sharing_markdown, sharing_rows
+
+    sharing = {"w5": {"gradient_cosine_offdiag": np.array([0.1, np.nan, 0.3]), "effective_rank": np.ones(3)}}
+    rows = sharing_rows(sharing, {"values": {"w5": 5}, "label": "width"})
+    cosine = next(r for r in rows if r["metric"] == "gradient_cosine_offdiag")
+    assert (cosine["n"], cosine["defined"]) == (3, 2)
+    assert cosine["mean"] == pytest.approx(0.2) and cosine["ci95"] == pytest.approx(12.706 * 0.1, rel=1e-4)
+    assert "| w5 | 5 | 3 | 1 ± 0 | 0.2 ± 1.3 |" in sharing_markdown(rows, "width")
+
+
 def test_ray_runs_the_transfer_arms_after_the_pretraining(tmp_path: Path, transfer, one_ray_instance) -> None:
     ray = pytest.importorskip("ray")
     from mtdqn.backends import RayBackend

@@ -35,6 +35,9 @@ GRADIENT_DOMINANCE = "gradient_contribution_max"
 layers."""
 GRADIENT_SPLIT_HALF = "gradient_split_half_min"
 """The lowest split-half cosine over the tasks: near 1 = the two numbers above are not batch noise."""
+GRADIENT_ZERO = "gradient_zero_tasks"
+"""How many tasks have an exactly zero gradient on the shared layers (cut off from them: e.g. saturated
+sigmoid features). The three numbers above are over the other tasks."""
 
 
 def member_folders(run_dir: Path, seeds: list[int]) -> dict[int, Path]:
@@ -55,11 +58,18 @@ def _is_current(folder: Path, cfg: AnalysisConfig, epoch: int) -> bool:
     return settings == {"analysis": cfg.to_dict(), "compare": []} and metrics.get("epoch") == epoch
 
 
-def offdiag_mean(matrix: list[list[float]]) -> float:
-    """Mean of the off-diagonal entries of a square matrix (NaN for a 1x1 one)."""
-    a = np.asarray(matrix, dtype=np.float64)
-    mask = ~np.eye(len(a), dtype=bool)
-    return float(a[mask].mean()) if mask.any() else float("nan")
+def offdiag_mean(matrix: list[list[float | None]]) -> float:
+    """Mean of the defined (not None or NaN) off-diagonal entries of a square matrix; NaN if none is."""
+    a = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=np.float64)
+    values = a[~np.eye(len(a), dtype=bool)]
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def _extreme(values: list[float | None], pick) -> float:
+    """``pick`` (max or min) of the defined values; NaN if none is."""
+    defined = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return pick(defined) if defined else float("nan")
 
 
 def member_metrics(folder: Path) -> dict[str, float]:
@@ -73,15 +83,11 @@ def member_metrics(folder: Path) -> dict[str, float]:
     gradients = metrics.get("gradient_sharing")
     if gradients is not None:
         per_task = [v for v in gradients.values() if isinstance(v, dict)]
-        cosine = [[np.nan if c is None else c for c in row] for row in gradients["cosine"]]
-        out[GRADIENT_COSINE] = offdiag_mean(cosine)
-        out[GRADIENT_DOMINANCE] = max(_number(t["contribution"]) for t in per_task)
-        out[GRADIENT_SPLIT_HALF] = min(_number(t["split_half_cosine"]) for t in per_task)
+        out[GRADIENT_COSINE] = offdiag_mean(gradients["cosine"])
+        out[GRADIENT_DOMINANCE] = _extreme([t["contribution"] for t in per_task], max)
+        out[GRADIENT_SPLIT_HALF] = _extreme([t["split_half_cosine"] for t in per_task], min)
+        out[GRADIENT_ZERO] = float(sum(t["norm"] == 0 for t in per_task))
     return out
-
-
-def _number(value: float | None) -> float:
-    return np.nan if value is None else float(value)
 
 
 def check_analysis(experiment: Experiment, options: RunOptions, cfg: AnalysisConfig) -> None:

@@ -44,6 +44,7 @@ SHARING_SHOWN = (
     "value_r2_cross_offdiag",
     "gradient_cosine_offdiag",
     "gradient_contribution_max",
+    "gradient_zero_tasks",
 )
 """The metrics drawn and tabled in the report (``sharing.csv`` holds every scalar metric)."""
 
@@ -118,10 +119,17 @@ def _axis(ax, values: list[float], label: str) -> None:
     ax.grid(alpha=0.3)
 
 
+def _defined(values: np.ndarray) -> np.ndarray:
+    """The finite values (a NaN metric is undefined for that seed, not a number to average)."""
+    values = np.asarray(values, dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
 def _points(ax, x: list[float], per_arm: list[np.ndarray | None], colour: str) -> None:
     """Each arm's seeds as dots, and the mean with its 95% t-interval as error bars joined by a line."""
     means, halves, xs = [], [], []
     for value, y in zip(x, per_arm, strict=True):
+        y = None if y is None else _defined(y)
         if y is None or not len(y):
             continue
         ax.plot([value] * len(y), y, "o", color=colour, mfc="none", alpha=0.5, ms=4, lw=0, zorder=3)
@@ -179,7 +187,9 @@ def read_sharing(path: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def sharing_rows(sharing: dict[str, dict[str, np.ndarray]], sweep: dict[str, Any] | None) -> list[dict]:
-    """Per arm (by swept value when there is a sweep) and metric: n, mean, 95% half-width."""
+    """Per arm (by swept value when there is a sweep) and metric: n (seeds), mean and 95% half-width over
+    the seeds where the metric is defined (``defined`` of them: a NaN, e.g. the gradient cosine of a member
+    whose tasks are all cut off from the shared layers, is left out)."""
     arms = _ordered_arms(sweep, list(sharing)) if sweep else list(sharing)
     rows = []
     for arm in arms:
@@ -187,7 +197,9 @@ def sharing_rows(sharing: dict[str, dict[str, np.ndarray]], sweep: dict[str, Any
             row: dict[str, object] = {"arm": arm}
             if sweep:
                 row["value"] = sweep["values"][arm]
-            row.update({"metric": metric, "n": len(values), "mean": mean(values), "ci95": ci95(values)})
+            defined = _defined(values)
+            row.update({"metric": metric, "n": len(values), "defined": len(defined)})
+            row.update({"mean": mean(defined), "ci95": ci95(defined)})
             rows.append(row)
     return rows
 

@@ -17,6 +17,9 @@ between a task's gradients averaged over the even and over the odd batches, says
 1: the average is the expected gradient; near 0: noise dominates, and the cosines between tasks are pulled
 towards 0 by it: raise ``batches``). Adam rescales each parameter's step,
 so these describe the gradient the optimiser receives, not its step.
+
+A task whose gradient on the shared layers is exactly zero (``norm`` 0: e.g. its inputs saturate every
+sigmoid feature unit, so nothing flows back) has contribution 0 and no cosines (``None`` in the JSON).
 """
 
 from __future__ import annotations
@@ -110,10 +113,9 @@ def gradient_sharing(run_dir: Path, batches: int, seed: int = 0) -> dict[int, di
         halves[k % 2] = g if halves[k % 2] is None else halves[k % 2].add_(g)
     even, odd = halves
     numbers = sharing_of((even if odd is None else even + odd).div_(batches).cpu())
-    split = np.full(numbers["norm"].shape, np.nan)
+    numbers["split_half_cosine"] = np.full(numbers["norm"].shape, np.nan)
     if odd is not None:
-        split = torch.nn.functional.cosine_similarity(even.double(), odd.double(), dim=-1).cpu().numpy()
-    numbers["split_half_cosine"] = split
+        numbers["split_half_cosine"] = _cosine(even.cpu(), odd.cpu())
     names = [spec.name for spec in trainer.specs]
     out = {}
     for m, member_seed in enumerate(trainer.seeds):
@@ -127,6 +129,13 @@ def gradient_sharing(run_dir: Path, batches: int, seed: int = 0) -> dict[int, di
             "cosine": [[_plain(v) for v in row] for row in numbers["cosine"][m]],
         }
     return out
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Cosine along the last axis in float64; NaN where either vector is zero (no direction to compare)."""
+    a, b = a.double(), b.double()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))).numpy()
 
 
 def _plain(value: float) -> float | None:

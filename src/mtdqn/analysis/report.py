@@ -35,11 +35,18 @@ def _task_colours(n: int) -> list[str]:
     return [matplotlib.colors.to_hex(task_colour(t)) for t in range(n)]
 
 
+def _signed(value: float | None) -> str:
+    """A matrix entry; ``None`` (JSON's stand-in for NaN: undefined) as a dash."""
+    return "&ndash;" if value is None else f"{value:+.2f}"
+
+
 def _fmt(value) -> str:
+    if value is None:
+        return "&ndash;"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list) and value and isinstance(value[0], list):
-        return "<br>".join(" ".join(f"{v:+.2f}" for v in row) for row in value)
+        return "<br>".join(" ".join(_signed(v) for v in row) for row in value)
     if isinstance(value, list):
         return ", ".join(_fmt(v) for v in value)
     if isinstance(value, dict):
@@ -58,7 +65,7 @@ def metrics_table(metrics: dict, task_names: list[str]) -> str:
         if key == "value_r2_cross":  # a small matrix: fitted on the column's task, tested on the row's
             head = "".join(f"<th>{html.escape(n)}</th>" for n in task_names)
             body = "".join(
-                f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{v:+.2f}</td>" for v in row) + "</tr>"
+                f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{_signed(v)}</td>" for v in row) + "</tr>"
                 for n, row in zip(task_names, value, strict=True)
             )
             cell = f"<table><tr><th>tested on \\ fitted on</th>{head}</tr>{body}</table>"
