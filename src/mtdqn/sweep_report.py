@@ -284,7 +284,9 @@ def sweep_section(
                 "`value_r2_cross` (a value readout fitted on one task, tested on another). With "
                 "`--analyze-gradient-batches`, `gradient_cosine_offdiag` is the mean cosine between two "
                 "tasks' gradients on the shared layers (< 0: they conflict) and `gradient_contribution_max` "
-                "the largest task's share of the joint gradient (1/T: even; 1: one task drives them). Every "
+                "the largest task's share of the joint gradient (1/T: even; 1: one task drives them); "
+                "`gradient_zero_tasks` counts the tasks with an exactly zero gradient there (cut off from "
+                "the shared layers). A seed where a metric is undefined is left out of its mean. Every "
                 "metric as [sharing.csv](sharing.csv).",
                 "",
                 f"![sharing]({figure.name})",
