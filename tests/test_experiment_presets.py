@@ -252,6 +252,18 @@ def test_feature_width_report_draws_every_task_against_the_width(widths: Path) -
     assert not (widths / "report" / "sharing.csv").exists()
 
 
+def test_the_relu_width_sweep_differs_from_the_reviews_only_in_the_feature_activation() -> None:
+    sigmoid, relu = get_experiment("feature-width-review"), get_experiment("feature-width-review-relu")
+    assert [a.name for a in relu.arms] == [a.name for a in sigmoid.arms] == [f"w{w}" for w in FEATURE_WIDTHS]
+    for s_arm, r_arm in zip(sigmoid.arms, relu.arms, strict=True):
+        s_cfg, r_cfg = s_arm.factory().to_dict(), r_arm.factory().to_dict()
+        assert s_cfg["network"]["feature_activation"] == "sigmoid"
+        assert r_cfg["network"]["feature_activation"] == "relu"
+        r_cfg["network"]["feature_activation"] = "sigmoid"
+        assert r_cfg == s_cfg
+    assert relu.sweep == sigmoid.sweep and "(relu)" in relu.description
+
+
 def test_the_swept_setting_cannot_be_overridden(tmp_path: Path, capsys) -> None:
     args = ["experiment", "feature-width-deramo", "--seeds", "2", "--out", str(tmp_path)]
     assert main([*args, "--set", "network.feature_width=3"]) == 2

@@ -450,26 +450,33 @@ register(
 )
 
 
-# feature-width-review, feature-width-deramo: the review's claim that a narrow shared feature layer fails.
+# feature-width-review, feature-width-deramo: the review's claim that a narrow shared feature layer fails;
+# feature-width-review-relu: the same sweep with ReLU shared features, to tell the width from the sigmoid.
 
 FEATURE_WIDTHS = (80, 40, 20, 10, 5)
 
 
-def feature_width_config(preset: str, feature_width: int) -> Config:
-    """MDQN on the task preset ``preset`` with ``feature_width`` units in the shared feature layer."""
+def feature_width_config(preset: str, feature_width: int, activation: str = "sigmoid") -> Config:
+    """MDQN on the task preset ``preset`` with ``feature_width`` units of ``activation`` in the shared
+    feature layer."""
     config = Config(tasks=task_preset(preset), mode="multi")
     config.network.feature_width = feature_width
+    config.network.feature_activation = activation
     return config
 
 
-def _feature_width_experiment(name: str, preset: str, tasks: str) -> Experiment:
+def _feature_width_experiment(name: str, preset: str, tasks: str, activation: str = "sigmoid") -> Experiment:
     arms = tuple(
-        ConfigArm(f"w{w}", functools.partial(feature_width_config, preset, w)) for w in FEATURE_WIDTHS
+        ConfigArm(f"w{w}", functools.partial(feature_width_config, preset, w, activation))
+        for w in FEATURE_WIDTHS
     )
+    claim = "the review reported that shrinking it from 80 to 10 made every task fail"
+    if activation != "sigmoid":
+        claim += " (with sigmoid units; this sweep tells the width from the sigmoid)"
     return Experiment(
         name=name,
         description=f"MDQN on {tasks} with {', '.join(map(str, FEATURE_WIDTHS))} units in the shared "
-        "(sigmoid) feature layer: the review reported that shrinking it from 80 to 10 made every task fail",
+        f"({activation}) feature layer: {claim}",
         arms=arms,
         baseline="w80",
         sweep=Sweep("network.feature_width", "shared feature width", {f"w{w}": w for w in FEATURE_WIDTHS}),
@@ -478,3 +485,8 @@ def _feature_width_experiment(name: str, preset: str, tasks: str) -> Experiment:
 
 register(_feature_width_experiment("feature-width-review", "review-control", "the review's three tasks"))
 register(_feature_width_experiment("feature-width-deramo", "deramo-gym", "the paper's five tasks"))
+register(
+    _feature_width_experiment(
+        "feature-width-review-relu", "review-control", "the review's three tasks", activation="relu"
+    )
+)
