@@ -15,15 +15,18 @@ from mtdqn.analysis.gradients import gradient_sharing, replay_batch, shared_para
 from mtdqn.analysis.render import FrameRenderer
 from mtdqn.analysis.rollout import StateSet, collect_states, load_agents
 from mtdqn.cli import main
+from mtdqn.runlog import GRADIENT_COLUMNS, read_metrics
 from mtdqn.seeding import derive_rng
 from mtdqn.train import Trainer
 
 
 @pytest.fixture(scope="module")
 def atari_run(tmp_path_factory) -> Path:
-    """A 2-member review-exp1 run on Pong + Breakout after one short epoch."""
+    """A 2-member review-exp1 run on Pong + Breakout after one short epoch, gradients measured (2 batches)."""
     run_dir = tmp_path_factory.mktemp("atari") / "run"
-    trainer = Trainer.create(tiny(seeds=(0, 1)), run_dir, progress=False)
+    config = tiny(seeds=(0, 1))
+    config.run.gradient_batches = 2
+    trainer = Trainer.create(config, run_dir, progress=False)
     trainer.run()
     torch.set_num_threads(1)
     return run_dir
@@ -108,6 +111,15 @@ def test_the_gradients_of_each_game_on_the_shared_layers(atari_run: Path) -> Non
         assert g["Pong"]["contribution"] + g["Breakout"]["contribution"] == pytest.approx(1.0, abs=1e-9)
         # two games, one angle between them
         assert g["Pong"]["cosine_with_others"] == pytest.approx(g["Breakout"]["cosine_with_others"], abs=1e-9)
+    # measured during training too (--gradient-batches 2): epoch 1's rows are the analysis with --seed 1
+    during = read_metrics(atari_run / "gradients.csv", GRADIENT_COLUMNS)
+    assert list(during["epoch"]) == [0] * 4 + [1] * 4
+    assert list(during["task_name"]) == ["Pong", "Breakout"] * 4
+    after = gradient_sharing(atari_run, 2, seed=1)
+    for i in range(4, 8):
+        game = after[int(during["seed"][i])][str(during["task_name"][i])]
+        assert during["contribution"][i] == pytest.approx(game["contribution"], rel=1e-12)
+        assert during["norm"][i] == pytest.approx(game["norm"], rel=1e-12)
 
 
 def test_cli_evaluate_scores_an_atari_run(atari_run: Path, capsys) -> None:

@@ -372,3 +372,15 @@ def test_a_stop_signal_stops_every_worker_and_keeps_finished_epochs(tmp_path: Pa
         epochs = {int(row["epoch"]) for row in _rows(runs / group / "metrics.csv")}
         # every epoch up to the checkpoint's is recorded (its own evaluation runs again on resume)
         assert epoch < 500 and epochs == set(range(max(epochs) + 1)) and epoch - 1 <= max(epochs) <= epoch
+
+
+def test_gradient_batches_set_on_an_experiment_measure_its_multi_task_arms_only() -> None:
+    from mtdqn.experiments import arm_config
+
+    options = RunOptions(epochs=3, overrides={"run.gradient_batches": "20"})
+    mdqn = arm_config(functools.partial(deramo_gym_config, "multi"), [0, 1], options)
+    dqn = arm_config(functools.partial(deramo_gym_config, "single"), [0, 1], options)  # not refused
+    assert (mdqn.run.gradient_batches, dqn.run.gradient_batches) == (20, 0)
+    with pytest.raises(UserError, match="is not a valid int"):
+        arm_config(functools.partial(deramo_gym_config, "single"), [0], RunOptions(
+            epochs=3, overrides={"run.gradient_batches": "many"}))  # fmt: skip

@@ -151,6 +151,7 @@ _EXPERIMENT_OPTIONS = [
     "eps_end",
     "eps_decay_steps",
     "eval_epsilon",
+    "gradient_batches",
     "seed",
     "seeds",
     "name",
@@ -351,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
         "numbers); 0: 1 with a CPU learner, else one per 25 seeds up to half the cores (default: 0)",
     )
     run.add_argument(
+        "--gradient-batches",
+        type=_nonneg_int,
+        metavar="N",
+        help="multi-task runs: after the warm-up and every epoch, measure each task's gradient on the shared "
+        "layers over N replay batches into gradients.csv and plots/gradients.png (as mtdqn analyze "
+        "--gradient-batches N --seed EPOCH would; ~2N updates' work per epoch; learning unchanged). "
+        "Default: 0 (off)",
+    )
+    run.add_argument(
         "--no-background-eval",
         dest="background_eval",
         action="store_false",
@@ -414,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser(
         "plot",
         help="redraw a run's learning curves from metrics.csv",
-        description="Redraw the learning-curve PNGs of a run from its metrics.csv.",
+        description="Redraw the learning-curve PNGs of a run from its metrics.csv (and plots/gradients.png "
+        "from its gradients.csv, if it has one).",
     )
     plot.add_argument("run_dir", help="the run folder")
     _add_analyze_parser(sub)
@@ -684,6 +695,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             background_eval=args.background_eval,
             torch_threads=args.threads,
             eval_workers=args.eval_workers,
+            gradient_batches=args.gradient_batches,
         ),
     )
 
@@ -777,9 +789,11 @@ def _run_and_report(trainer: Trainer) -> None:
     print(f"run folder: {trainer.run_dir}", file=sys.stderr)
     _STARTED_RUN[:] = [trainer.run_dir]
     trainer.run()
+    gradients = trainer.run_dir / "gradients.csv"
+    measured = f", gradients in {gradients}" if trainer.config.run.gradient_batches else ""
     print(
-        f"done: metrics in {trainer.run_dir / 'metrics.csv'}, plots in {trainer.run_dir / 'plots'}, "
-        f"TensorBoard: tensorboard --logdir {trainer.run_dir / 'tb'}",
+        f"done: metrics in {trainer.run_dir / 'metrics.csv'}{measured}, "
+        f"plots in {trainer.run_dir / 'plots'}, TensorBoard: tensorboard --logdir {trainer.run_dir / 'tb'}",
         file=sys.stderr,
     )
 
@@ -854,7 +868,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from mtdqn.runlog import plot_learning_curves
+    from mtdqn.runlog import plot_gradients, plot_learning_curves
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "metrics.csv").is_file():
@@ -862,7 +876,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
     paths = plot_learning_curves(run_dir)
     if not paths:
         raise UserError(f"{run_dir}/metrics.csv has no evaluations yet; train the run for an epoch first")
-    for path in paths:
+    gradients = plot_gradients(run_dir)  # runs trained with --gradient-batches
+    for path in paths + ([gradients] if gradients else []):
         print(path)
 
 

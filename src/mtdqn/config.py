@@ -163,6 +163,10 @@ class RunConfig:
     """Processes that share each background evaluation, each playing a contiguous slice of the members
     (the same numbers: members are independent). 0 = automatic: 1 when the learner is on the CPU (its threads
     want the cores), else one per 25 members, at most half the cores."""
+    gradient_batches: int = 0
+    """Multi-task runs: after the warm-up and after every epoch's learning, measure each task's gradient on
+    the shared layers over this many replay batches (:mod:`mtdqn.analysis.gradients`) into gradients.csv.
+    From its own random stream: no learning number changes. 0 = off."""
 
 
 @dataclass
@@ -243,6 +247,7 @@ class Config:
         data = Config.from_dict(self.to_dict()).to_dict()
         for key in ("epochs", "device", "background_eval", "torch_threads", "eval_workers"):
             data["run"].pop(key)
+        data["run"].pop("gradient_batches")  # a measurement from its own random stream: learning unchanged
         if data["transfer"] is None:  # runs from scratch keep the fingerprint they had before transfers
             data.pop("transfer")
         if data["network"]["feature_width"] == 0:  # likewise for runs from before --feature-width
@@ -309,6 +314,15 @@ class Config:
         if self.run.eval_workers < 0:
             raise UserError(
                 f"eval_workers is {self.run.eval_workers}; give 0 (automatic) or a positive count"
+            )
+        if self.run.gradient_batches < 0:
+            raise UserError(
+                f"gradient_batches is {self.run.gradient_batches}; give 0 (off) or a positive count"
+            )
+        if self.run.gradient_batches and self.mode != "multi":
+            raise UserError(
+                "--gradient-batches measures how the tasks pull on the shared layers, and a single-task "
+                "baseline (--mode single) has none; drop --gradient-batches or use --mode multi"
             )
         if self.learner.optimizer not in OPTIMIZERS:
             raise UserError(

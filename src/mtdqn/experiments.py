@@ -342,8 +342,12 @@ def parse_override(text: str) -> tuple[str, str]:
 
 
 def apply_overrides(config: Config, overrides: dict[str, str]) -> Config:
-    """``config`` with each ``section.field`` set to its value, converted to the field's current type."""
+    """``config`` with each ``section.field`` set to its value, converted to the field's current type.
+    ``run.gradient_batches`` (a measurement on the shared layers) applies to the multi-task arms only."""
     for key, text in overrides.items():
+        if key == "run.gradient_batches" and config.mode != "multi":
+            _convert(key, text, 0)  # still checked
+            continue
         section, name = key.split(".", 1)
         part = getattr(config, section)
         value = _convert(key, text, getattr(part, name))

@@ -2,6 +2,7 @@
 
     runs/<name>/config.json      resolved configuration, seed, package and library versions
     runs/<name>/metrics.csv      one row per (epoch, member, task)
+    runs/<name>/gradients.csv    with --gradient-batches: each task's pull on the shared layers per epoch
     runs/<name>/tb/              TensorBoard scalars per task
     runs/<name>/plots/*.png      learning curves (one per task, and all tasks side by side)
     runs/<name>/checkpoint.pt    everything needed to resume after the last completed epoch
@@ -49,6 +50,20 @@ METRIC_COLUMNS = [
     "steps_per_s",
     "wall_s",
 ]
+GRADIENT_COLUMNS = [
+    "epoch",
+    "member",
+    "seed",
+    "task",
+    "task_name",
+    "batches",
+    "norm",
+    "contribution",
+    "cosine_with_others",
+    "split_half_cosine",
+]
+"""gradients.csv (``run.gradient_batches``): :mod:`mtdqn.analysis.gradients`'s numbers after each epoch's
+learning; ``nan`` where undefined (a task whose gradient on the shared layers is zero; one batch's halves)."""
 CHECKPOINT_FORMAT = 1
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -112,8 +127,9 @@ def _corrupt_metrics(path: Path, problem: str) -> UserError:
     return UserError(f"{path} is corrupt ({problem}); restore it, or start the run again with --overwrite")
 
 
-def _read_metric_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a metrics.csv, checked: every column present and the numeric ones numbers."""
+def _read_metric_rows(path: Path, columns: list[str] = METRIC_COLUMNS) -> list[dict[str, str]]:
+    """The rows of a metrics.csv (or another table of ``columns``), checked: every column present and the
+    numeric ones numbers."""
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
@@ -123,12 +139,12 @@ def _read_metric_rows(path: Path) -> list[dict[str, str]]:
         raise _corrupt_metrics(path, str(exc)) from None
     if not header and not rows:  # an empty file: nothing recorded
         return []
-    missing = [c for c in METRIC_COLUMNS if c not in header]
+    missing = [c for c in columns if c not in header]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise _corrupt_metrics(path, f"no column {missing[0]!r}{more} in its first line")
     for line, row in enumerate(rows, start=2):
-        for key in METRIC_COLUMNS:
+        for key in columns:
             if key == "task_name":
                 continue
             try:
@@ -139,10 +155,11 @@ def _read_metric_rows(path: Path) -> list[dict[str, str]]:
 
 
 class MetricsTable:
-    """metrics.csv, rewritten atomically after every epoch (it is small)."""
+    """metrics.csv (or gradients.csv: ``columns``), rewritten atomically after every epoch (it is small)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: list[str] = METRIC_COLUMNS) -> None:
         self.path = path
+        self.columns = columns
         self.rows: list[dict[str, Any]] = []
 
     def load(self, max_epoch: int) -> None:
@@ -150,12 +167,13 @@ class MetricsTable:
         self.rows = []
         if not self.path.is_file():
             return
-        self.rows = [r for r in _read_metric_rows(self.path) if int(float(r["epoch"])) <= max_epoch]
+        rows = _read_metric_rows(self.path, self.columns)
+        self.rows = [r for r in rows if int(float(r["epoch"])) <= max_epoch]
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         self.rows.extend(rows)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_bytes(self.path, buf.getvalue().encode())
@@ -164,11 +182,12 @@ class MetricsTable:
         return {int(float(r["epoch"])) for r in self.rows}
 
 
-def read_metrics(path: Path) -> dict[str, np.ndarray]:
-    """metrics.csv as columns (numbers as float arrays, task names as a string array)."""
-    rows = _read_metric_rows(path)
+def read_metrics(path: Path, columns: list[str] = METRIC_COLUMNS) -> dict[str, np.ndarray]:
+    """metrics.csv (or gradients.csv: ``columns``) as columns (numbers as float arrays, task names as a
+    string array)."""
+    rows = _read_metric_rows(path, columns)
     cols: dict[str, np.ndarray] = {}
-    for key in METRIC_COLUMNS:
+    for key in columns:
         values = [r[key] for r in rows]
         cols[key] = np.array(values) if key == "task_name" else np.array(values, dtype=np.float64)
     return cols
@@ -333,6 +352,54 @@ def plot_learning_curves(run_dir: Path) -> list[Path]:
     _save_fig(fig, path)
     written.append(path)
     return written
+
+
+def plot_gradients(run_dir: Path) -> Path | None:
+    """plots/gradients.png from gradients.csv: per task and epoch, its contribution to the joint gradient on
+    the shared layers and its cosine with the other tasks' gradients (mean over the members where defined,
+    with the 95% Student-t interval when there are several)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = run_dir / "gradients.csv"
+    if not path.is_file():
+        return None
+    g = read_metrics(path, GRADIENT_COLUMNS)
+    if g["epoch"].size == 0:
+        return None
+    epochs = np.unique(g["epoch"])
+    tasks = sorted(set(g["task"].astype(int)))
+    names = {int(t): n for t, n in zip(g["task"], g["task_name"], strict=True)}
+    fig, axes = plt.subplots(2, 1, figsize=(6, 5.5), sharex=True)
+    panels = (
+        ("contribution", "share of the joint gradient"),
+        ("cosine_with_others", "cosine with the other tasks"),
+    )
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for task in tasks:
+            mean, half = np.full(epochs.size, np.nan), np.zeros(epochs.size)
+            for i, epoch in enumerate(epochs):
+                values = g[key][(g["task"] == task) & (g["epoch"] == epoch)]
+                values = values[np.isfinite(values)]
+                if values.size:
+                    mean[i] = values.mean()
+                if values.size > 1:
+                    half[i] = t_half_width(values[:, None])[0]
+            (line,) = ax.plot(epochs, mean, marker=".", label=names[task])
+            ax.fill_between(epochs, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].axhline(0.0, color="black", lw=0.6)
+    axes[1].set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("each task's gradient on the shared layers")
+    fig.tight_layout()
+    out = run_dir / "plots" / "gradients.png"
+    out.parent.mkdir(exist_ok=True)
+    _save_fig(fig, out)
+    return out
 
 
 def t_half_width(samples: np.ndarray) -> np.ndarray:

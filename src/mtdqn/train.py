@@ -39,9 +39,11 @@ from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.policy import epsilon, masked_greedy, q_values
 from mtdqn.replay import MultiTaskReplay
 from mtdqn.runlog import (
+    GRADIENT_COLUMNS,
     MetricsTable,
     load_checkpoint,
     load_config,
+    plot_gradients,
     plot_learning_curves,
     save_checkpoint,
     save_config,
@@ -109,16 +111,21 @@ class Trainer:
         self.envs = [make_vector_task(task, self.n_members) for task in config.tasks]  # one per task
         self.action_mask = self.net.action_mask.cpu().numpy()
         self.n_actions = np.array([s.n_actions for s in self.specs])
-        self.fingerprint = config.learning_fingerprint()
-        self.metrics = MetricsTable(self.run_dir / "metrics.csv")
-        self.epoch = -1  # -1: warm-up not done; e >= 0: learning epochs completed (0 = after warm-up)
-        self.env_steps = 0  # learning steps taken by each task so far (drives epsilon)
-        self.wall_s = 0.0
-        self.epoch_stats: dict = {}
+        self._start_bookkeeping()
         # Best-epoch shared weights (multi-task runs), and a transfer run's source weights once read.
         self.best = BestShared(self.n_members) if config.mode == "multi" else None
         self._source: SourceShared | None = None
         self._obs = np.zeros((self.n_members, self.n_tasks, 1, self.net.obs_max), dtype=np.float32)
+
+    def _start_bookkeeping(self) -> None:
+        """The run's record before its first step: its fingerprint, tables and counters."""
+        self.fingerprint = self.config.learning_fingerprint()
+        self.metrics = MetricsTable(self.run_dir / "metrics.csv")
+        self.gradients = MetricsTable(self.run_dir / "gradients.csv", GRADIENT_COLUMNS)
+        self.epoch = -1  # -1: warm-up not done; e >= 0: learning epochs completed (0 = after warm-up)
+        self.env_steps = 0  # learning steps taken by each task so far (drives epsilon)
+        self.wall_s = 0.0
+        self.epoch_stats: dict = {}
 
     # --- creating and resuming ------------------------------------------------------------------------
 
@@ -267,6 +274,8 @@ class Trainer:
         """Warm up (if new), then train and evaluate until ``config.run.epochs``; resumable at any point."""
         cfg = self.config.run
         self.metrics.load(max_epoch=max(self.epoch, 0))
+        if cfg.gradient_batches:
+            self.gradients.load(max_epoch=max(self.epoch, 0))
         evaluator = Evaluator(background=cfg.background_eval, workers=self.eval_workers())
         writer = self._tensorboard(purge_step=max(self.epoch, 0))
         bar = self._progress_bar()
@@ -276,6 +285,7 @@ class Trainer:
                 self._warmup()
                 self.epoch = 0
                 self.epoch_stats = self._collect_epoch_stats(0.0)
+                self._measure_gradients(writer)
                 self._save_checkpoint()
             pending = None
             if self.epoch not in self.metrics.evaluated_epochs():
@@ -292,6 +302,7 @@ class Trainer:
                     self._record(result, pending_stats, writer, bar)
                     self._judge_best(result.epoch, result.j, pending_shared)
                 self.epoch, self.epoch_stats = epoch, stats
+                self._measure_gradients(writer)
                 self._save_checkpoint()
                 pending, pending_stats = evaluator.submit(self.eval_job(epoch)), stats
                 pending_shared = self._snapshot_shared()  # epoch's weights, judged when its J arrives
@@ -304,6 +315,8 @@ class Trainer:
             evaluator.close()
             writer.close()
         plot_learning_curves(self.run_dir)
+        if cfg.gradient_batches:
+            plot_gradients(self.run_dir)
 
     def eval_workers(self) -> int:
         """Processes per background evaluation: ``run.eval_workers``, or for 0 one with a learner on the CPU
@@ -528,6 +541,37 @@ class Trainer:
         writer.flush()
         scores = " ".join(f"{s.name[:12]}={per_task['J'][t]:.3g}" for t, s in enumerate(self.specs))
         bar.set_postfix_str(f"J@{result.epoch} {scores}", refresh=True)
+
+    def _measure_gradients(self, writer) -> None:
+        """With ``run.gradient_batches``: each task's gradient on the shared layers at the current epoch
+        (:func:`~mtdqn.analysis.gradients.measure_sharing`, stream seed = the epoch) into gradients.csv, and
+        its means over the members into TensorBoard. Written before the epoch's checkpoint, so a resumed
+        run has the rows of every checkpointed epoch (and recomputes, identically, those of a lost one)."""
+        batches = self.config.run.gradient_batches
+        if not batches:
+            return
+        from mtdqn.analysis.gradients import PER_TASK, measure_sharing
+
+        numbers = measure_sharing(self, batches, seed=self.epoch)
+        rows = [
+            {
+                "epoch": self.epoch,
+                "member": m,
+                "seed": self.seeds[m],
+                "task": t,
+                "task_name": spec.name,
+                "batches": batches,
+                **{key: float(numbers[key][m, t]) for key in PER_TASK},
+            }
+            for m in range(self.n_members)
+            for t, spec in enumerate(self.specs)
+        ]
+        self.gradients.append(rows)
+        for t, spec in enumerate(self.specs):
+            for key in ("contribution", "cosine_with_others"):
+                values = numbers[key][:, t]
+                if np.isfinite(values).any():
+                    writer.add_scalar(f"{spec.name}/gradient_{key}", np.nanmean(values), self.epoch)
 
     def _tensorboard(self, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter

@@ -34,7 +34,7 @@ from mtdqn.evaluate_atari import AtariEvalJob
 from mtdqn.learner import DQNLearner
 from mtdqn.policy import epsilon, masked_greedy
 from mtdqn.replay_frames import FrameReplay
-from mtdqn.runlog import MetricsTable, save_checkpoint
+from mtdqn.runlog import save_checkpoint
 from mtdqn.seeding import derive_rng, derive_seed
 from mtdqn.tasks.atari import step_games
 from mtdqn.tasks.control import TaskSpec
@@ -98,12 +98,7 @@ class AtariTrainer(Trainer):
         )
         self.envs = [AtariVectorTask(t.env_id, self.n_members, cfg, num_threads=1) for t in config.tasks]
         self.action_mask = self.net.action_mask.cpu().numpy()
-        self.fingerprint = config.learning_fingerprint()
-        self.metrics = MetricsTable(self.run_dir / "metrics.csv")
-        self.epoch = -1
-        self.env_steps = 0
-        self.wall_s = 0.0
-        self.epoch_stats: dict = {}
+        self._start_bookkeeping()
         self.best = None  # best-epoch shared weights are kept for transfer, which Atari runs lack yet
         self._source = None
         self._obs = np.zeros((self.n_members, self.n_tasks, 1, *self.net.input_shape), dtype=np.uint8)

@@ -18,6 +18,12 @@ between a task's gradients averaged over the even and over the odd batches, says
 towards 0 by it: raise ``batches``). Adam rescales each parameter's step,
 so these describe the gradient the optimiser receives, not its step.
 
+During training (``mtdqn train --gradient-batches N``, ``RunConfig.gradient_batches``) the trainer measures
+the same numbers after the warm-up (epoch 0) and after every epoch's learning, with ``seed`` = the epoch, and
+writes them to the run's ``gradients.csv``: the rows of epoch e are what ``mtdqn analyze RUN
+--gradient-batches N --seed e`` reports on the checkpoint of epoch e, so the first epochs, where a task
+starts to learn or does not, are measured too.
+
 A task whose gradient on the shared layers is exactly zero (``norm`` 0: e.g. its inputs saturate every
 sigmoid feature unit, so nothing flows back) has contribution 0 and no cosines (``None`` in the JSON).
 """
@@ -95,10 +101,38 @@ PER_TASK = ("norm", "contribution", "cosine_with_others", "split_half_cosine")
 """The numbers reported for each task."""
 
 
+def measure_sharing(trainer, batches: int, seed: int) -> dict[str, np.ndarray]:
+    """The module docstring's numbers for the trainer's current weights and replay, as float64 arrays: per
+    (member, task) ``norm``, ``contribution``, ``cosine_with_others`` and ``split_half_cosine`` ``(S, T)``,
+    and ``cosine`` ``(S, T, T)``; NaN where undefined. Member m draws its ``batches`` batches from
+    ``derive_rng(seed_m, "analysis-gradients", seed)``; no other random stream, weight or ``.grad`` of the
+    trainer is touched (frozen shared layers are measured too: what the tasks would pull)."""
+    params = shared_parameters(trainer.learner.online)
+    frozen = [p for p in params if not p.requires_grad]
+    rngs = [derive_rng(s, "analysis-gradients", seed) for s in trainer.seeds]
+    halves: list[torch.Tensor | None] = [None, None]  # sums over the even and the odd batches
+    try:
+        for p in frozen:
+            p.requires_grad_(True)
+        for k in range(batches):
+            batch = replay_batch(trainer, rngs, trainer.config.learner.batch_size)
+            g = task_gradients(trainer.learner, batch)
+            halves[k % 2] = g if halves[k % 2] is None else halves[k % 2].add_(g)
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+    even, odd = halves
+    numbers = sharing_of((even if odd is None else even + odd).div_(batches).cpu())
+    numbers["split_half_cosine"] = np.full(numbers["norm"].shape, np.nan)
+    if odd is not None:
+        numbers["split_half_cosine"] = _cosine(even.cpu(), odd.cpu())
+    return numbers
+
+
 def gradient_sharing(run_dir: Path, batches: int, seed: int = 0) -> dict[int, dict]:
     """Per member seed of the run in ``run_dir`` (its last checkpoint): the numbers of the module docstring
     as plain JSON values, keyed by task name, from ``batches`` replay batches drawn with the member's own
-    stream ``derive_rng(member seed, "analysis-gradients", seed)``."""
+    stream ``derive_rng(member seed, "analysis-gradients", seed)`` (:func:`measure_sharing`)."""
     from mtdqn.train import Trainer
 
     trainer = Trainer.load(Path(run_dir), progress=False)
@@ -106,16 +140,7 @@ def gradient_sharing(run_dir: Path, batches: int, seed: int = 0) -> dict[int, di
         raise UserError(
             f"{run_dir} has no replay memory yet; continue it with mtdqn train --resume {run_dir}"
         )
-    rngs = [derive_rng(s, "analysis-gradients", seed) for s in trainer.seeds]
-    halves: list[torch.Tensor | None] = [None, None]  # sums over the even and the odd batches
-    for k in range(batches):
-        g = task_gradients(trainer.learner, replay_batch(trainer, rngs, trainer.config.learner.batch_size))
-        halves[k % 2] = g if halves[k % 2] is None else halves[k % 2].add_(g)
-    even, odd = halves
-    numbers = sharing_of((even if odd is None else even + odd).div_(batches).cpu())
-    numbers["split_half_cosine"] = np.full(numbers["norm"].shape, np.nan)
-    if odd is not None:
-        numbers["split_half_cosine"] = _cosine(even.cpu(), odd.cpu())
+    numbers = measure_sharing(trainer, batches, seed)
     names = [spec.name for spec in trainer.specs]
     out = {}
     for m, member_seed in enumerate(trainer.seeds):
