@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="multi-task runs: after the warm-up and every epoch, measure each task's gradient on the shared "
         "layers over N replay batches into gradients.csv and plots/gradients.png (as mtdqn analyze "
-        "--gradient-batches N --seed EPOCH would; ~2N updates' work per epoch; learning unchanged). "
+        "--gradient-batches N --seed EPOCH would; ~1.5N updates' work per epoch; learning unchanged). "
         "Default: 0 (off)",
     )
     run.add_argument(
