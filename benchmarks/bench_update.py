@@ -5,6 +5,7 @@
     python benchmarks/bench_update.py --population 10 --profile     # add PyTorch's operator table
     python benchmarks/bench_update.py --population 10 --kernels torch numpy   # autograd vs mtdqn.backprop
     python benchmarks/bench_update.py --population 100 --device cuda          # on a GPU (autograd)
+    python benchmarks/bench_update.py --kernels torch --task-balance none feature-norm
 
 The batch is random (the update's cost does not depend on the numbers): ``batch_size`` samples per task
 and member of the ``deramo-gym`` tasks. Prints the mean time per update of each of ``--repeats`` runs of
@@ -23,7 +24,7 @@ import time
 
 import torch
 
-from mtdqn.config import LearnerConfig, arch_preset, task_preset
+from mtdqn.config import TASK_BALANCES, LearnerConfig, arch_preset, task_preset
 from mtdqn.learner import DQNLearner
 from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.replay import Batch
@@ -45,21 +46,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA when present)")
+    parser.add_argument("--task-balance", nargs="+", default=["none"], choices=TASK_BALANCES)
     args = parser.parse_args()
 
     set_compute_threads(args.threads)
     print(f"torch {torch.__version__}; numpy's BLAS: {blas_description()}")
     for kernels in args.kernels:
-        bench(args, kernels)
+        for balance in args.task_balance:
+            bench(args, kernels, balance)
 
 
-def bench(args: argparse.Namespace, kernels: str) -> None:
+def bench(args: argparse.Namespace, kernels: str, task_balance: str) -> None:
     device = resolve_device(args.device)
     specs = task_specs(task_preset("deramo-gym"))
     net = MultiTaskQNetwork(
         specs, arch_preset("deramo"), share=args.mode == "multi", n_members=args.population, seeds=0
     ).to(device)
-    cfg = dataclasses.replace(LearnerConfig(), precision=args.precision, kernels=kernels)
+    cfg = dataclasses.replace(
+        LearnerConfig(), precision=args.precision, kernels=kernels, task_balance=task_balance
+    )
     learner = DQNLearner(net, [s.gamma for s in specs], cfg)
     shape = (args.population, len(specs), cfg.batch_size)
     gen = torch.Generator().manual_seed(0)
@@ -82,7 +87,7 @@ def bench(args: argparse.Namespace, kernels: str) -> None:
         times.append((time.perf_counter() - start) / args.updates * 1e3)
     print(
         f"{device}, {args.mode}, {args.population} seeds, {args.threads} thread(s), {args.precision}, "
-        f"{learner.kernels} kernels: ms per update "
+        f"{learner.kernels} kernels, task balance {task_balance}: ms per update "
         + ", ".join(f"{t:.2f}" for t in times)
         + f" (best {min(times):.2f})"
     )

@@ -384,3 +384,17 @@ def test_gradient_batches_set_on_an_experiment_measure_its_multi_task_arms_only(
     with pytest.raises(UserError, match="is not a valid int"):
         arm_config(functools.partial(deramo_gym_config, "single"), [0], RunOptions(
             epochs=3, overrides={"run.gradient_batches": "many"}))  # fmt: skip
+
+
+def test_task_balance_set_on_an_experiment_balances_its_multi_task_arms_only() -> None:
+    from mtdqn.experiments import arm_config
+
+    options = RunOptions(epochs=3, overrides={"learner.task_balance": "feature-norm"})
+    mdqn = arm_config(functools.partial(deramo_gym_config, "multi"), [0, 1], options)
+    dqn = arm_config(functools.partial(deramo_gym_config, "single"), [0, 1], options)  # not refused
+    assert (mdqn.learner.task_balance, dqn.learner.task_balance) == ("feature-norm", "none")
+    mdqn.validate()
+    dqn.validate()
+    with pytest.raises(UserError, match="use one of none, feature-norm"):
+        arm_config(functools.partial(deramo_gym_config, "single"), [0], RunOptions(
+            epochs=3, overrides={"learner.task_balance": "norm"}))  # fmt: skip

@@ -25,6 +25,7 @@ from mtdqn.config import (
     MODES,
     OPTIMIZERS,
     PRECISIONS,
+    TASK_BALANCES,
     TASK_PRESETS,
     Config,
     ExplorationConfig,
@@ -138,6 +139,7 @@ _EXPERIMENT_OPTIONS = [
     "lr_fan_in",
     "precision",
     "kernels",
+    "task_balance",
     "protocol",
     "noop_max",
     "sticky_actions",
@@ -322,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the update runs: torch (autograd), numpy (the backward written out, numpy's BLAS for the "
         "matmuls: the same gradients up to rounding, ~2x faster on AMD CPUs; fp32 control networks on a "
         "CPU only) or auto (numpy where it applies) (default: auto)",
+    )
+    learn.add_argument(
+        "--task-balance",
+        choices=TASK_BALANCES,
+        help="none (the paper's joint loss), or feature-norm: in every update each task's gradient at the "
+        "shared features is rescaled to the tasks' mean norm, so every task pulls on the shared layers "
+        "equally hard (not in the paper; multi-task runs) (default: none)",
     )
     _add_atari_options(train)
     run = train.add_argument_group("run")
@@ -677,6 +686,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             lr_fan_in=args.lr_fan_in,
             precision=args.precision,
             kernels=args.kernels,
+            task_balance=args.task_balance,
         ),
         exploration=_pick(
             config.exploration,

@@ -22,6 +22,8 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
 INITS = ("xavier", "torch")
 MODES = ("multi", "single")
 KERNELS = ("auto", "numpy", "torch")
+TASK_BALANCES = ("none", "feature-norm")
+"""``LearnerConfig.task_balance``: the paper's joint loss, or the rule of :mod:`mtdqn.task_balance`."""
 OPTIMIZERS = ("adam", "rmsprop-centered")
 PRECISIONS = ("fp32", "bf16")
 
@@ -123,6 +125,11 @@ class LearnerConfig:
     rounding, about 2x faster on the AMD development CPU, where PyTorch's MKL is slow; float32 control
     networks on a CPU only), or ``auto`` (numpy where it applies, torch elsewhere). Runs saved before this
     field existed load as ``torch``, so they resume with the numbers they started with. CLI ``--kernels``."""
+    task_balance: str = "none"
+    """``none``: the paper's joint loss, the plain mean over tasks. ``feature-norm``: in every update each
+    task's gradient at the shared features is rescaled to the mean of the tasks' norms, so every task pulls
+    on the shared layers equally hard (:mod:`mtdqn.task_balance`; not in the paper or the review). Needs the
+    torch kernels (``auto`` picks them). CLI ``--task-balance``."""
 
 
 @dataclass
@@ -259,7 +266,7 @@ class Config:
         if data.get("atari_network") and not data["atari_network"]["init"]:  # runs from before --init
             data["atari_network"].pop("init")
         defaults = LearnerConfig()
-        for key in ("optimizer", "rmsprop_decay", "precision", "lr_fan_in"):
+        for key in ("optimizer", "rmsprop_decay", "precision", "lr_fan_in", "task_balance"):
             if data["learner"][key] == getattr(defaults, key):
                 data["learner"].pop(key)
         if data["learner"]["kernels"] == "torch":  # the only kernels of runs from before the field
@@ -339,6 +346,17 @@ class Config:
                 "--kernels numpy runs the float32 update of a control network only; "
                 "use --kernels auto (or torch) with --precision bf16 or Atari games"
             )
+        if self.learner.task_balance not in TASK_BALANCES:
+            raise UserError(
+                f"unknown task balance {self.learner.task_balance!r}; use one of {', '.join(TASK_BALANCES)}"
+            )
+        if self.learner.task_balance != "none" and self.mode != "multi":
+            raise UserError(
+                "--task-balance balances the tasks' pull on the shared layers, and a single-task baseline "
+                "(--mode single) has none; drop --task-balance or use --mode multi"
+            )
+        if self.learner.task_balance != "none" and self.learner.kernels == "numpy":
+            raise UserError("--task-balance runs with the torch kernels only; use --kernels auto (or torch)")
         if not 0.0 < self.learner.rmsprop_decay < 1.0:
             raise UserError(f"RMSProp decay is {self.learner.rmsprop_decay}; it must lie in (0, 1)")
         defaults = LearnerConfig()

@@ -6,6 +6,8 @@ For every member s, task t and sample b of a multi-task batch:
              (Double DQN: Q_target(s', argmax_{a valid for t} Q_online(s', a)))
     loss   = mean over (t, b) of Huber(Q_online(s, a) - y)        one joint loss over all tasks
              (single-task mode: the sum over t of each task's own mean, i.e. T independent DQNs)
+             (``task_balance="feature-norm"``: each task's gradient at the shared features rescaled to
+             the tasks' mean norm in the backward, :mod:`mtdqn.task_balance`)
     one Adam step over all parameters; every C updates: Q_target <- Q_online (hard copy)
 
 ``precision="bf16"`` runs the two forwards and the backward
@@ -30,8 +32,9 @@ import torch.nn.functional as F
 from mtdqn.backprop import ManualBackprop
 from mtdqn.config import LearnerConfig
 from mtdqn.errors import UserError
-from mtdqn.nets import MultiTaskQNetwork
+from mtdqn.nets import FeatureHook, MultiTaskQNetwork
 from mtdqn.replay import Batch
+from mtdqn.task_balance import equal_feature_pull
 
 
 class DQNLearner:
@@ -56,6 +59,8 @@ class DQNLearner:
         self.optimizer = make_optimizer(param_groups(online, cfg), cfg, device)
         self.kernels = resolve_kernels(cfg, online)
         self.manual = ManualBackprop(online, self.target, cfg.batch_size) if self.kernels == "numpy" else None
+        # The backward of the shared features in the update (None: the paper's joint loss as it is).
+        self.feature_hook = equal_feature_pull if cfg.task_balance == "feature-norm" else None
         self._autocast = cfg.precision == "bf16"
         self._device_type = device.type
         self.n_updates = 0
@@ -89,11 +94,14 @@ class DQNLearner:
                 v_next = q_next.amax(-1)
             return torch.addcmul(batch.reward, self.gamma * (1.0 - batch.terminal), v_next)
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The joint loss, the Huber loss per (member, task) and Q(s, a) ``(S, T, B)`` (autograd graph)."""
+    def loss(
+        self, batch: Batch, feature_hook: FeatureHook | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The joint loss, the Huber loss per (member, task) and Q(s, a) ``(S, T, B)`` (autograd graph).
+        ``feature_hook`` is applied to the shared features instead of the update's (``task_balance``)."""
         y = self.td_target(batch)
         with self._precision():
-            q_all = self.online(batch.obs)
+            q_all = self.online(batch.obs, feature_hook=feature_hook or self.feature_hook)
         q = q_all.float().gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
         per_task = F.huber_loss(q, y, reduction="none", delta=self.cfg.huber_delta).mean(-1)  # (S, T)
         loss = per_task.mean(1).sum() if self.online.share else per_task.sum()
@@ -177,18 +185,19 @@ def param_groups(online: torch.nn.Module, cfg: LearnerConfig) -> list[dict]:
 
 def resolve_kernels(cfg: LearnerConfig, online: torch.nn.Module) -> str:
     """``numpy`` or ``torch``: what ``cfg.kernels`` means for this network (``auto``: numpy for a float32
-    control network on the CPU, torch otherwise)."""
+    control network on the CPU without ``task_balance``, torch otherwise)."""
     manual_ok = (
         isinstance(online, MultiTaskQNetwork)
         and cfg.precision == "fp32"
+        and cfg.task_balance == "none"
         and online.action_mask.device.type == "cpu"
     )
     if cfg.kernels == "auto":
         return "numpy" if manual_ok else "torch"
     if cfg.kernels == "numpy" and not manual_ok:
         raise UserError(
-            "--kernels numpy runs the float32 update of a control network on the CPU only; "
-            "use --kernels auto (or torch) with --precision bf16, a GPU or Atari games"
+            "--kernels numpy runs the float32 update of a control network on the CPU without --task-balance "
+            "only; use --kernels auto (or torch) with --precision bf16, --task-balance, a GPU or Atari games"
         )
     return cfg.kernels
 

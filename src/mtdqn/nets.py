@@ -19,6 +19,7 @@ each task's valid actions, and padded actions are never chosen, bootstrapped fro
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,9 @@ from torch import nn
 from mtdqn.config import NetworkConfig
 from mtdqn.seeding import derive_seed
 from mtdqn.tasks import TaskSpec
+
+FeatureHook = Callable[[torch.Tensor], torch.Tensor]
+"""Applied to the shared features ``(S, T, B, F)`` in a forward; returns a tensor of the same shape."""
 
 _ACT = {
     "relu": torch.relu,
@@ -163,16 +167,20 @@ class MultiTaskQNetwork(nn.Module):
             y = torch.baddbmm(b.view(s * t, 1, layer.out_dim), x, w)
         return _ACT[layer.activation](y)
 
-    def _run(self, obs: torch.Tensor, n_layers: int) -> torch.Tensor:
+    def _run(self, obs: torch.Tensor, n_layers: int, feature_hook: FeatureHook | None = None) -> torch.Tensor:
         s, t, n, d = obs.shape
         x = obs.reshape(s * t, n, d)
         for i in range(n_layers):
             x = self._layer(i, x, s, t)
+            if i == self.feature_layer and feature_hook is not None:
+                x = feature_hook(x.view(s, t, n, -1)).view(s * t, n, -1)
         return x.view(s, t, n, -1)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Q values ``(S, T, B, A_max)`` of padded observations ``(S, T, B, obs_max)``."""
-        return self._run(obs, len(self.plan))
+    def forward(self, obs: torch.Tensor, feature_hook: FeatureHook | None = None) -> torch.Tensor:
+        """Q values ``(S, T, B, A_max)`` of padded observations ``(S, T, B, obs_max)``; ``feature_hook``
+        maps the shared features ``(S, T, B, F)`` on their way to the heads (e.g. to reshape their backward,
+        :mod:`mtdqn.task_balance`)."""
+        return self._run(obs, len(self.plan), feature_hook)
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Shared features ``(S, T, B, width)``: the output of the last shared layer."""

@@ -48,7 +48,7 @@ from torch import nn
 from mtdqn.config import INITS
 from mtdqn.config_atari import ATARI_ARCHS, AtariNetworkConfig
 from mtdqn.errors import UserError
-from mtdqn.nets import action_mask, member_seeds
+from mtdqn.nets import FeatureHook, action_mask, member_seeds
 from mtdqn.seeding import derive_seed
 
 _ACT = {
@@ -289,7 +289,13 @@ class AtariQNetwork(nn.Module):
             y = y_t.view(s, t, layer.out_dim, n).transpose(2, 3)
         return _ACT[layer.activation](y)
 
-    def _run(self, obs: torch.Tensor, n_layers: int, collect: list | None = None) -> torch.Tensor:
+    def _run(
+        self,
+        obs: torch.Tensor,
+        n_layers: int,
+        collect: list | None = None,
+        feature_hook: FeatureHook | None = None,
+    ) -> torch.Tensor:
         s, t, n = obs.shape[:3]
         if obs.shape[3:] != self.input_shape or s != self.n_members or t != self.n_tasks:
             raise ValueError(
@@ -317,14 +323,17 @@ class AtariQNetwork(nn.Module):
             x = x.view(n, t, s, -1).permute(2, 1, 0, 3)  # (S, T, B, features), a view
         while i < n_layers:
             x = self._dense(i, x, s, t)
+            if i == self.feature_layer and feature_hook is not None:
+                x = feature_hook(x)
             if collect is not None:
                 collect.append(x)
             i += 1
         return x
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Q values ``(S, T, B, A_max)`` of uint8 frame stacks ``(S, T, B, stack, H, W)``."""
-        return self._run(obs, len(self.plan))
+    def forward(self, obs: torch.Tensor, feature_hook: FeatureHook | None = None) -> torch.Tensor:
+        """Q values ``(S, T, B, A_max)`` of uint8 frame stacks ``(S, T, B, stack, H, W)``; ``feature_hook``
+        as in :meth:`mtdqn.nets.MultiTaskQNetwork.forward`."""
+        return self._run(obs, len(self.plan), feature_hook=feature_hook)
 
     def dense_outputs(self, obs: torch.Tensor) -> list[torch.Tensor]:
         """The output ``(S, T, B, out)`` of every dense layer, the Q layer's last (one forward pass)."""

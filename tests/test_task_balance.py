@@ -1,0 +1,194 @@
+"""`--task-balance feature-norm`: each task's gradient at the shared features rescaled to the mean norm."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import small_config
+
+from mtdqn.analysis.gradients import replay_batch, task_gradients
+from mtdqn.cli import main
+from mtdqn.config import Config, LearnerConfig, NetworkConfig
+from mtdqn.config_atari import AtariNetworkConfig
+from mtdqn.errors import UserError
+from mtdqn.learner import DQNLearner
+from mtdqn.nets import MultiTaskQNetwork
+from mtdqn.nets_atari import AtariQNetwork
+from mtdqn.replay import Batch
+from mtdqn.seeding import derive_rng
+from mtdqn.task_balance import equal_feature_pull, feature_norm_scales
+from mtdqn.tasks import TaskSpec
+from mtdqn.train import Trainer
+
+SPECS = [TaskSpec("two-actions", 4, 2, 0.9, 10), TaskSpec("three-actions", 6, 3, 0.5, 10)]
+
+
+def test_the_factors_of_known_gradients():
+    g = torch.zeros(2, 3, 1, 2)  # two members, three tasks, one sample, two features
+    g[0, 0, 0] = torch.tensor([3.0, 4.0])  # norm 5
+    g[0, 1, 0] = torch.tensor([0.0, 1.0])  # norm 1
+    g[0, 2, 0] = torch.tensor([0.0, 3.0])  # norm 3: mean 3
+    g[1, 0, 0] = torch.tensor([2.0, 0.0])  # norm 2; task 1 zero; task 2 norm 6: mean over the non-zero ones 4
+    g[1, 2, 0] = torch.tensor([0.0, -6.0])
+    expected = torch.tensor([[3 / 5, 3.0, 1.0], [2.0, 1.0, 4 / 6]])
+    torch.testing.assert_close(feature_norm_scales(g), expected, rtol=1e-7, atol=0)
+    only = torch.zeros(1, 2, 1, 2)
+    only[0, 1, 0, 0] = 7.0  # one task's gradient alone (the analysis' per-task backward): left as it is
+    assert feature_norm_scales(only).tolist() == [[1.0, 1.0]]
+    assert feature_norm_scales(torch.zeros(1, 2, 3, 4)).tolist() == [[1.0, 1.0]]
+
+
+def test_forward_is_the_identity_and_backward_equalises_the_task_blocks():
+    x = torch.randn(2, 3, 5, 4, requires_grad=True)
+    y = equal_feature_pull(x)
+    assert torch.equal(y, x)
+    upstream = torch.randn(2, 3, 5, 4) * torch.tensor([1.0, 10.0, 0.1]).reshape(1, 3, 1, 1)
+    (grad,) = torch.autograd.grad(y, x, upstream)
+    raw = upstream.norm(dim=(2, 3))
+    balanced = grad.norm(dim=(2, 3))
+    torch.testing.assert_close(balanced, raw.mean(1, keepdim=True).expand(2, 3), rtol=1e-5, atol=0)
+    for s in range(2):  # directions unchanged: each block only rescaled
+        for t in range(3):
+            cos = torch.nn.functional.cosine_similarity(grad[s, t].flatten(), upstream[s, t].flatten(), dim=0)
+            assert cos.item() == pytest.approx(1.0, abs=1e-6)
+
+
+def _control_batch(n_members: int, n: int = 8) -> Batch:
+    gen = torch.Generator().manual_seed(3)
+    obs, next_obs = torch.randn(2, n_members, 2, n, 6, generator=gen)
+    obs[:, 0, :, 4:] = next_obs[:, 0, :, 4:] = 0
+    action = torch.stack([torch.randint(0, k, (n_members, n), generator=gen) for k in (2, 3)], dim=1)
+    reward = torch.randn(n_members, 2, n, generator=gen) * torch.tensor([1.0, 20.0]).reshape(1, 2, 1)
+    terminal = (torch.rand(n_members, 2, n, generator=gen) < 0.3).float()
+    return Batch(obs, action, reward, next_obs, terminal)
+
+
+def _atari_batch(n: int = 3) -> Batch:
+    gen = torch.Generator().manual_seed(4)
+    obs, next_obs = torch.randint(0, 256, (2, 1, 2, n, 4, 84, 84), dtype=torch.uint8, generator=gen)
+    action = torch.stack([torch.randint(0, k, (1, n), generator=gen) for k in (4, 6)], dim=1)
+    reward = torch.tensor([0.0, 5.0]).reshape(1, 2, 1).expand(1, 2, n).contiguous()
+    return Batch(obs, action, reward, next_obs, torch.zeros(1, 2, n))
+
+
+def _expected_balanced_grads(learner: DQNLearner, batch: Batch) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The gradient of every parameter by the rule, written out: each task's gradient (its term of the joint
+    loss, taken alone), times the mean over tasks of the norms at the features over its own norm, on
+    every parameter but its heads'; and those factors ``(S, T)``."""
+    feats: list[torch.Tensor] = []
+
+    def keep(x: torch.Tensor) -> torch.Tensor:
+        feats.append(x)
+        return x
+
+    params = list(learner.online.parameters())
+    _, per_task, _ = learner.loss(batch, feature_hook=keep)
+    n_tasks = per_task.shape[1]
+    per_task_grads, norms = [], []
+    for t in range(n_tasks):
+        at_features, *grads = torch.autograd.grad(per_task[:, t].sum() / n_tasks, [feats[0], *params],
+                                                  retain_graph=True)  # fmt: skip
+        norms.append(at_features[:, t].flatten(1).norm(dim=1))
+        per_task_grads.append(grads)
+    norm = torch.stack(norms, dim=1)  # (S, T)
+    factor = norm.mean(1, keepdim=True) / norm
+    heads = {id(w) for layer, w, b in zip(learner.online.plan, learner.online.weights, learner.online.biases,
+                                          strict=True) if layer.role == "head" for w in (w, b)}  # fmt: skip
+    expected = []
+    for i, p in enumerate(params):
+        total = torch.zeros_like(p)
+        for t in range(n_tasks):
+            g = per_task_grads[t][i]
+            if id(p) not in heads:  # a parameter's leading dimension is the member's
+                g = g * factor[:, t].reshape(-1, *[1] * (g.dim() - 1))
+            total += g
+        expected.append(total)
+    return expected, factor
+
+
+@pytest.mark.parametrize("kind", ["control", "atari"])
+def test_the_update_gives_every_parameter_the_balanced_gradient(kind):
+    torch.manual_seed(0)
+    if kind == "control":
+        nets = [MultiTaskQNetwork(SPECS, NetworkConfig(width=16), n_members=2, seeds=[0, 5]) for _ in "ab"]
+        batch, gammas = _control_batch(2), [0.9, 0.5]
+    else:
+        nets = [AtariQNetwork([4, 6], AtariNetworkConfig(arch="review-exp1")) for _ in "ab"]
+        batch, gammas = _atari_batch(), [0.99, 0.99]
+    plain = DQNLearner(nets[0], gammas, LearnerConfig(kernels="torch"))
+    balanced = DQNLearner(nets[1], gammas, LearnerConfig(task_balance="feature-norm"))
+    assert balanced.kernels == "torch" and balanced.manual is None  # auto: the torch kernels
+    expected, factor = _expected_balanced_grads(plain, batch)
+    assert (factor.max() / factor.min()).item() > 1.2  # the tasks pulled unequally: the rule does something
+    torch.testing.assert_close(balanced.online(batch.obs), plain.online(batch.obs), rtol=0, atol=0)
+    loss_plain = plain.loss(batch)[0]
+    loss, _, _ = balanced.loss(batch)
+    assert loss.item() == loss_plain.item()  # the loss is the paper's; only its backward is reshaped
+    loss.backward()
+    for p, e in zip(balanced.online.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=2e-4, atol=1e-7)
+
+
+def test_the_analysis_measures_the_gradients_the_shared_layers_receive(tmp_path):
+    config = small_config(epochs=1, seeds=[0, 1], torch_threads=1)
+    config.learner.task_balance = "feature-norm"
+    trainer = Trainer.create(config, tmp_path / "run", progress=False)
+    trainer.run()
+    batch = replay_batch(trainer, [derive_rng(s, "test") for s in trainer.seeds], 16)
+    grads = task_gradients(trainer.learner, batch)
+    trainer.learner.feature_hook = None  # the same weights, measured as an unbalanced run would be
+    raw = task_gradients(trainer.learner, batch)
+    feats: list[torch.Tensor] = []
+    _, per_task, _ = trainer.learner.loss(batch, feature_hook=lambda x: feats.append(x) or x)
+    (at_features,) = torch.autograd.grad(per_task.sum(), feats[0])
+    norm = at_features.norm(dim=(2, 3))
+    factor = norm.mean(1, keepdim=True) / norm
+    assert (factor.max() / factor.min()).item() > 1.2
+    torch.testing.assert_close(grads, raw * factor.unsqueeze(-1), rtol=1e-5, atol=1e-8)
+
+
+def test_config_refusals_and_fingerprint():
+    tasks = small_config().tasks
+    plain = Config(tasks=tasks)
+    saved = plain.to_dict()
+    del saved["learner"]["task_balance"]  # a run saved before the option: same fingerprint, resumable
+    assert Config.from_dict(saved).learning_fingerprint() == plain.learning_fingerprint()
+    balanced = Config(tasks=tasks, learner=LearnerConfig(task_balance="feature-norm"))
+    balanced.validate()
+    assert balanced.learning_fingerprint() != plain.learning_fingerprint()
+    for mode, kernels, message in (
+        ("single", "auto", "single-task baseline (--mode single) has none"),
+        ("multi", "numpy", "runs with the torch kernels only"),
+    ):
+        bad = Config(
+            tasks=tasks, mode=mode, learner=LearnerConfig(task_balance="feature-norm", kernels=kernels)
+        )
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            bad.validate()
+    with pytest.raises(UserError, match="unknown task balance 'norm'; use one of none, feature-norm"):
+        Config(tasks=tasks, learner=LearnerConfig(task_balance="norm")).validate()
+
+
+def test_train_takes_the_flag_saves_it_and_refuses_it_where_it_cannot_apply(tmp_path, capsys):
+    base = ["train", "--task", "CartPole-v1", "--task", "Acrobot-v1", "--epochs", "1",
+            "--steps-per-epoch", "30", "--eval-steps", "20", "--warmup", "20", "--batch-size", "8",
+            "--no-progress", "--no-background-eval", "--threads", "1",
+            "--runs-dir", str(tmp_path)]  # fmt: skip
+    assert main([*base, "--name", "plain"]) == 0
+    assert main([*base, "--task-balance", "feature-norm", "--name", "balanced"]) == 0
+    saved = json.loads((tmp_path / "balanced" / "config.json").read_text())
+    assert saved["config"]["learner"]["task_balance"] == "feature-norm"
+    nets = [Trainer.load(tmp_path / k, progress=False).net.state_dict() for k in ("plain", "balanced")]
+    assert not all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])  # it changes the learning
+    assert main(["train", "--resume", str(tmp_path / "balanced"), "--epochs", "2"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--task-balance", "feature-norm", "--mode", "single", "--name", "s"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --task-balance or use --mode multi" in err and "Traceback" not in err
+    assert main([*base, "--task-balance", "feature-norm", "--kernels", "numpy", "--name", "n"]) == 2
+    err = capsys.readouterr().err
+    assert "use --kernels auto (or torch)" in err and "Traceback" not in err
+    assert main(["train", "--resume", str(tmp_path / "plain"), "--task-balance", "feature-norm"]) == 2
+    assert "--task-balance" in capsys.readouterr().err
