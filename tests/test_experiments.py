@@ -395,6 +395,6 @@ def test_task_balance_set_on_an_experiment_balances_its_multi_task_arms_only() -
     assert (mdqn.learner.task_balance, dqn.learner.task_balance) == ("feature-norm", "none")
     mdqn.validate()
     dqn.validate()
-    with pytest.raises(UserError, match="use one of none, feature-norm"):
+    with pytest.raises(UserError, match="use one of none, param-norm, feature-norm"):
         arm_config(functools.partial(deramo_gym_config, "single"), [0], RunOptions(
             epochs=3, overrides={"learner.task_balance": "norm"}))  # fmt: skip

@@ -1,4 +1,5 @@
-"""`--task-balance feature-norm`: each task's gradient at the shared features rescaled to the mean norm."""
+"""`--task-balance`: param-norm (loss weights equalising the tasks' gradient norms on the shared layers) and
+feature-norm (each task's gradient at the shared features rescaled to the tasks' mean norm)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.nets_atari import AtariQNetwork
 from mtdqn.replay import Batch
 from mtdqn.seeding import derive_rng
-from mtdqn.task_balance import equal_feature_pull, feature_norm_scales
+from mtdqn.task_balance import (
+    PULL_DECAY,
+    ParamNormWeights,
+    equal_feature_pull,
+    equalising_factors,
+    feature_norm_scales,
+    per_task_gradients,
+    shared_parameters,
+)
 from mtdqn.tasks import TaskSpec
 from mtdqn.train import Trainer
 
@@ -153,7 +162,8 @@ def test_config_refusals_and_fingerprint():
     tasks = small_config().tasks
     plain = Config(tasks=tasks)
     saved = plain.to_dict()
-    del saved["learner"]["task_balance"]  # a run saved before the option: same fingerprint, resumable
+    del saved["learner"]["task_balance"]  # a run saved before the options: same fingerprint, resumable
+    del saved["learner"]["task_balance_every"]
     assert Config.from_dict(saved).learning_fingerprint() == plain.learning_fingerprint()
     balanced = Config(tasks=tasks, learner=LearnerConfig(task_balance="feature-norm"))
     balanced.validate()
@@ -167,8 +177,20 @@ def test_config_refusals_and_fingerprint():
         )
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
             bad.validate()
-    with pytest.raises(UserError, match="unknown task balance 'norm'; use one of none, feature-norm"):
+    with pytest.raises(
+        UserError, match="unknown task balance 'norm'; use one of none, param-norm, feature-norm"
+    ):
         Config(tasks=tasks, learner=LearnerConfig(task_balance="norm")).validate()
+    with pytest.raises(UserError, match="task_balance_every is 0; give a positive number of updates"):
+        Config(tasks=tasks, learner=LearnerConfig(task_balance="param-norm", task_balance_every=0)).validate()
+    # the interval is part of a param-norm run's fingerprint only
+    assert Config(tasks=tasks, learner=LearnerConfig(task_balance_every=5)).learning_fingerprint() == (
+        plain.learning_fingerprint()
+    )
+    param = [Config(tasks=tasks, learner=LearnerConfig(task_balance="param-norm", task_balance_every=n))
+             for n in (100, 50)]  # fmt: skip
+    assert len({plain.learning_fingerprint(), balanced.learning_fingerprint(),
+                *(c.learning_fingerprint() for c in param)}) == 4  # fmt: skip
 
 
 def test_train_takes_the_flag_saves_it_and_refuses_it_where_it_cannot_apply(tmp_path, capsys):
@@ -180,6 +202,9 @@ def test_train_takes_the_flag_saves_it_and_refuses_it_where_it_cannot_apply(tmp_
     assert main([*base, "--task-balance", "feature-norm", "--name", "balanced"]) == 0
     saved = json.loads((tmp_path / "balanced" / "config.json").read_text())
     assert saved["config"]["learner"]["task_balance"] == "feature-norm"
+    assert main([*base, "--task-balance", "param-norm", "--task-balance-every", "5", "--name", "param"]) == 0
+    saved = json.loads((tmp_path / "param" / "config.json").read_text())["config"]["learner"]
+    assert (saved["task_balance"], saved["task_balance_every"]) == ("param-norm", 5)
     nets = [Trainer.load(tmp_path / k, progress=False).net.state_dict() for k in ("plain", "balanced")]
     assert not all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])  # it changes the learning
     assert main(["train", "--resume", str(tmp_path / "balanced"), "--epochs", "2"]) == 0
@@ -192,3 +217,94 @@ def test_train_takes_the_flag_saves_it_and_refuses_it_where_it_cannot_apply(tmp_
     assert "use --kernels auto (or torch)" in err and "Traceback" not in err
     assert main(["train", "--resume", str(tmp_path / "plain"), "--task-balance", "feature-norm"]) == 2
     assert "--task-balance" in capsys.readouterr().err
+
+
+# --- param-norm ------------------------------------------------------------------------------------------
+
+
+def test_equalising_factors_of_known_norms():
+    norm = torch.tensor([[2.0, 6.0], [0.0, 3.0], [1.0, 1.0]])
+    expected = torch.tensor([[2.0, 4 / 6], [1.0, 1.0], [1.0, 1.0]])
+    torch.testing.assert_close(equalising_factors(norm), expected, rtol=1e-7, atol=0)
+
+
+def _param_norm_learner(every: int = 100) -> DQNLearner:
+    net = MultiTaskQNetwork(SPECS, NetworkConfig(width=16), n_members=2, seeds=[0, 5])
+    return DQNLearner(net, [0.9, 0.5], LearnerConfig(task_balance="param-norm", task_balance_every=every))
+
+
+def _shared_norms(learner: DQNLearner, batch: Batch) -> torch.Tensor:
+    """Each task's gradient norm on the shared parameters, with the learner's current weights (S, T)."""
+    per_task = learner.loss(batch)[1]
+    return per_task_gradients(per_task, shared_parameters(learner.online), keep_graph=False).norm(dim=-1)
+
+
+def test_param_norm_weighs_each_task_so_that_their_shared_gradients_are_equal():
+    learner = _param_norm_learner()
+    batch = _control_batch(2)
+    assert learner.kernels == "torch" and learner.task_weights.measurements == 0
+    params = list(learner.online.parameters())
+    per_task = learner.loss(batch)[1]
+    per_param = [torch.autograd.grad(per_task[:, t].sum() / 2, params, retain_graph=True) for t in range(2)]
+    norm = _shared_norms(learner, batch)
+    assert (norm.max(1).values / norm.min(1).values).min().item() > 1.2  # unequal: the rule does something
+    learner.update(batch)
+    weights = learner.task_weights
+    assert weights.measurements == 1
+    torch.testing.assert_close(weights.pull, norm, rtol=1e-6, atol=0)
+    torch.testing.assert_close(weights.weight, norm.mean(1, keepdim=True) / norm, rtol=1e-6, atol=0)
+    for i, p in enumerate(params):  # the step's gradient: sum_t w_t g_t on every parameter, heads included
+        w = weights.weight.reshape(2, 2, *[1] * (p.dim() - 1))
+        expected = sum(w[:, t] * per_param[t][i] for t in range(2))
+        torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-8)
+    pulls = norm * weights.weight  # each task's weighted gradient norm on the shared layers
+    torch.testing.assert_close(pulls[:, 0], pulls[:, 1], rtol=1e-6, atol=0)
+
+
+def test_param_norm_measures_every_n_updates_into_a_moving_average():
+    learner = _param_norm_learner(every=2)
+    batches = [_control_batch(2), _control_batch(2, n=12)]
+    first = _shared_norms(learner, batches[0])
+    learner.update(batches[0])
+    weight = learner.task_weights.weight.clone()
+    learner.update(batches[1])  # update 1: no measurement
+    assert learner.task_weights.measurements == 1 and torch.equal(learner.task_weights.weight, weight)
+    learner.task_weights.weight = torch.ones(2, 2)  # the raw norms of update 2's batch, then its weights
+    second = _shared_norms(learner, batches[0])
+    learner.task_weights.weight = weight
+    learner.update(batches[0])
+    pull = first * PULL_DECAY + second * (1 - PULL_DECAY)
+    assert learner.task_weights.measurements == 2
+    torch.testing.assert_close(learner.task_weights.pull, pull, rtol=1e-6, atol=0)
+    torch.testing.assert_close(learner.task_weights.weight, equalising_factors(pull), rtol=0, atol=0)
+
+
+def test_param_norm_leaves_frozen_shared_layers_alone():
+    weights = ParamNormWeights(2, 3, every=1, device=torch.device("cpu"))
+    weights.measure(torch.ones(2, 3), [])
+    assert weights.measurements == 0 and torch.equal(weights.weight, torch.ones(2, 3))
+
+
+def test_param_norm_resumes_with_its_weights(tmp_path):
+    def config(epochs: int):
+        c = small_config(epochs=epochs, seeds=[0, 1], torch_threads=1)
+        c.learner.task_balance, c.learner.task_balance_every = "param-norm", 7
+        return c
+
+    Trainer.create(config(2), tmp_path / "straight", progress=False).run()
+    Trainer.create(config(1), tmp_path / "split", progress=False).run()
+    Trainer.resume(tmp_path / "split", epochs=2, progress=False).run()
+    straight = Trainer.load(tmp_path / "straight", progress=False)
+    split = Trainer.load(tmp_path / "split", progress=False)
+    assert straight.learner.task_weights.measurements > 2
+    for a, b in ((straight.learner.task_weights, split.learner.task_weights),):
+        assert a.measurements == b.measurements and torch.equal(a.weight, b.weight)
+        assert torch.equal(a.pull, b.pull) and not torch.equal(a.weight, torch.ones_like(a.weight))
+    nets = straight.net.state_dict(), split.net.state_dict()
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+    batch = replay_batch(straight, [derive_rng(s, "test") for s in straight.seeds], 16)
+    grads = task_gradients(straight.learner, batch)
+    weight = straight.learner.task_weights.weight
+    straight.learner.task_weights = None  # the same weights, measured as an unbalanced run would be
+    raw = task_gradients(straight.learner, batch)
+    torch.testing.assert_close(grads, raw * weight.unsqueeze(-1), rtol=1e-6, atol=0)

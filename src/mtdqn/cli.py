@@ -140,6 +140,7 @@ _EXPERIMENT_OPTIONS = [
     "precision",
     "kernels",
     "task_balance",
+    "task_balance_every",
     "protocol",
     "noop_max",
     "sticky_actions",
@@ -328,9 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--task-balance",
         choices=TASK_BALANCES,
-        help="none (the paper's joint loss), or feature-norm: in every update each task's gradient at the "
-        "shared features is rescaled to the tasks' mean norm, so every task pulls on the shared layers "
-        "equally hard (not in the paper; multi-task runs) (default: none)",
+        help="none (the paper's joint loss); param-norm: each task's loss term weighted so that the tasks' "
+        "gradients on the shared layers are equal in norm (measured every --task-balance-every updates); "
+        "feature-norm: each task's gradient at the shared features rescaled to the tasks' mean norm there "
+        "(not in the paper; multi-task runs) (default: none)",
+    )
+    learn.add_argument(
+        "--task-balance-every",
+        type=_positive_int,
+        metavar="N",
+        help=f"param-norm: updates between two measurements of the tasks' gradient norms, each one backward "
+        f"per task (default: {L.task_balance_every})",
     )
     _add_atari_options(train)
     run = train.add_argument_group("run")
@@ -687,6 +696,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             precision=args.precision,
             kernels=args.kernels,
             task_balance=args.task_balance,
+            task_balance_every=args.task_balance_every,
         ),
         exploration=_pick(
             config.exploration,

@@ -22,7 +22,7 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
 INITS = ("xavier", "torch")
 MODES = ("multi", "single")
 KERNELS = ("auto", "numpy", "torch")
-TASK_BALANCES = ("none", "feature-norm")
+TASK_BALANCES = ("none", "param-norm", "feature-norm")
 """``LearnerConfig.task_balance``: the paper's joint loss, or the rule of :mod:`mtdqn.task_balance`."""
 OPTIMIZERS = ("adam", "rmsprop-centered")
 PRECISIONS = ("fp32", "bf16")
@@ -126,10 +126,14 @@ class LearnerConfig:
     networks on a CPU only), or ``auto`` (numpy where it applies, torch elsewhere). Runs saved before this
     field existed load as ``torch``, so they resume with the numbers they started with. CLI ``--kernels``."""
     task_balance: str = "none"
-    """``none``: the paper's joint loss, the plain mean over tasks. ``feature-norm``: in every update each
-    task's gradient at the shared features is rescaled to the mean of the tasks' norms, so every task pulls
-    on the shared layers equally hard (:mod:`mtdqn.task_balance`; not in the paper or the review). Needs the
-    torch kernels (``auto`` picks them). CLI ``--task-balance``."""
+    """``none``: the paper's joint loss, the plain mean over tasks. ``param-norm``: ``mean_t w_t L_t`` with
+    weights that equalise the tasks' gradient norms on the shared parameters (measured every
+    ``task_balance_every`` updates). ``feature-norm``: each task's gradient at the shared features rescaled
+    to the tasks' mean norm there in every update. :mod:`mtdqn.task_balance`; not in the paper or the
+    review. Multi-task runs; the torch kernels (``auto`` picks them). CLI ``--task-balance``."""
+    task_balance_every: int = 100
+    """``param-norm``: updates between two measurements of the tasks' gradient norms (each costs one backward
+    per task). CLI ``--task-balance-every``."""
 
 
 @dataclass
@@ -265,6 +269,8 @@ class Config:
                 data.pop(key)
         if data.get("atari_network") and not data["atari_network"]["init"]:  # runs from before --init
             data["atari_network"].pop("init")
+        if self.learner.task_balance != "param-norm":  # read by param-norm only
+            data["learner"].pop("task_balance_every")
         defaults = LearnerConfig()
         for key in ("optimizer", "rmsprop_decay", "precision", "lr_fan_in", "task_balance"):
             if data["learner"][key] == getattr(defaults, key):
@@ -349,6 +355,10 @@ class Config:
         if self.learner.task_balance not in TASK_BALANCES:
             raise UserError(
                 f"unknown task balance {self.learner.task_balance!r}; use one of {', '.join(TASK_BALANCES)}"
+            )
+        if self.learner.task_balance_every < 1:
+            raise UserError(
+                f"task_balance_every is {self.learner.task_balance_every}; give a positive number of updates"
             )
         if self.learner.task_balance != "none" and self.mode != "multi":
             raise UserError(

@@ -6,8 +6,9 @@ For every member s, task t and sample b of a multi-task batch:
              (Double DQN: Q_target(s', argmax_{a valid for t} Q_online(s', a)))
     loss   = mean over (t, b) of Huber(Q_online(s, a) - y)        one joint loss over all tasks
              (single-task mode: the sum over t of each task's own mean, i.e. T independent DQNs)
-             (``task_balance="feature-norm"``: each task's gradient at the shared features rescaled to
-             the tasks' mean norm in the backward, :mod:`mtdqn.task_balance`)
+             (``task_balance``, :mod:`mtdqn.task_balance`: ``param-norm`` weighs each task's term so
+             that the tasks' gradients on the shared layers are equal in norm; ``feature-norm``
+             rescales each task's gradient at the shared features in the backward)
     one Adam step over all parameters; every C updates: Q_target <- Q_online (hard copy)
 
 ``precision="bf16"`` runs the two forwards and the backward
@@ -34,7 +35,7 @@ from mtdqn.config import LearnerConfig
 from mtdqn.errors import UserError
 from mtdqn.nets import FeatureHook, MultiTaskQNetwork
 from mtdqn.replay import Batch
-from mtdqn.task_balance import equal_feature_pull
+from mtdqn.task_balance import ParamNormWeights, equal_feature_pull, shared_parameters
 
 
 class DQNLearner:
@@ -59,8 +60,13 @@ class DQNLearner:
         self.optimizer = make_optimizer(param_groups(online, cfg), cfg, device)
         self.kernels = resolve_kernels(cfg, online)
         self.manual = ManualBackprop(online, self.target, cfg.batch_size) if self.kernels == "numpy" else None
-        # The backward of the shared features in the update (None: the paper's joint loss as it is).
+        # task_balance (None, None: the paper's joint loss as it is)
         self.feature_hook = equal_feature_pull if cfg.task_balance == "feature-norm" else None
+        self.task_weights = (
+            ParamNormWeights(online.n_members, online.n_tasks, cfg.task_balance_every, device)
+            if cfg.task_balance == "param-norm"
+            else None
+        )
         self._autocast = cfg.precision == "bf16"
         self._device_type = device.type
         self.n_updates = 0
@@ -104,13 +110,25 @@ class DQNLearner:
             q_all = self.online(batch.obs, feature_hook=feature_hook or self.feature_hook)
         q = q_all.float().gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
         per_task = F.huber_loss(q, y, reduction="none", delta=self.cfg.huber_delta).mean(-1)  # (S, T)
-        loss = per_task.mean(1).sum() if self.online.share else per_task.sum()
-        return loss, per_task, q
+        return self.joint_loss(per_task), per_task, q
+
+    def joint_loss(self, per_task: torch.Tensor) -> torch.Tensor:
+        """The mean over tasks of the per-(member, task) losses ``(S, T)`` (``param-norm``: weighted), summed
+        over members; single-task mode: their sum."""
+        if not self.online.share:
+            return per_task.sum()
+        if self.task_weights is not None:
+            per_task = per_task * self.task_weights.weight
+        return per_task.mean(1).sum()
 
     def update(self, batch: Batch) -> None:
         """One gradient step on the joint Huber loss, then the target copy when it is due."""
         if self.manual is None:
             loss, per_task, q = self.loss(batch)
+            if self.task_weights is not None and self.task_weights.due(self.n_updates):
+                trainable = [p for p in shared_parameters(self.online) if p.requires_grad]
+                self.task_weights.measure(per_task, trainable)
+                loss = self.joint_loss(per_task)  # with the weights of this measurement
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         else:
@@ -158,18 +176,23 @@ class DQNLearner:
         return stats
 
     def state_dict(self) -> dict:
-        return {
+        state = {
             "online": self.online.state_dict(),
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "n_updates": self.n_updates,
         }
+        if self.task_weights is not None:
+            state["task_weights"] = self.task_weights.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.n_updates = int(state["n_updates"])
+        if self.task_weights is not None:
+            self.task_weights.load_state_dict(state["task_weights"])
 
 
 def param_groups(online: torch.nn.Module, cfg: LearnerConfig) -> list[dict]:

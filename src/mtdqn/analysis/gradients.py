@@ -24,8 +24,9 @@ writes them to the run's ``gradients.csv``: the rows of epoch e are what ``mtdqn
 --gradient-batches N --seed e`` reports on the checkpoint of epoch e, so the first epochs, where a task
 starts to learn or does not, are measured too.
 
-With ``--task-balance feature-norm`` (:mod:`mtdqn.task_balance`) every ``g_t`` is the balanced one, each
-batch's gradient of task t multiplied by that batch's factor: what the shared layers receive.
+With ``--task-balance`` (:mod:`mtdqn.task_balance`) every ``g_t`` is the balanced one (``param-norm``: times
+the task's current loss weight; ``feature-norm``: each batch's gradient times that batch's factor): what the
+shared layers receive.
 
 A task whose gradient on the shared layers is exactly zero (``norm`` 0: e.g. its inputs saturate every
 sigmoid feature unit, so nothing flows back) has contribution 0 and no cosines (``None`` in the JSON).
@@ -41,24 +42,14 @@ import torch
 from mtdqn.errors import UserError
 from mtdqn.learner import DQNLearner
 from mtdqn.seeding import derive_rng
-from mtdqn.task_balance import feature_norm_scales
-
-
-def shared_parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The weights and biases of the shared layers of a multi-task network (leading member dimension)."""
-    return [
-        p
-        for layer, weight, bias in zip(net.plan, net.weights, net.biases, strict=True)
-        if layer.shared
-        for p in (weight, bias)
-    ]
+from mtdqn.task_balance import feature_norm_scales, per_task_gradients, shared_parameters
 
 
 def task_gradients(learner: DQNLearner, batch) -> torch.Tensor:
     """``(S, T, P)``: each task's gradient of its term ``L_t / T`` of the joint loss on the ``P`` shared
     parameters of each member (float32; the learner's precision for the forward and backward). With the
-    learner's ``task_balance`` (``feature-norm``), each multiplied by the batch's factor: what the update
-    gives the shared layers."""
+    learner's ``task_balance``, each multiplied by its factor (``param-norm``: its current weight;
+    ``feature-norm``: the batch's factor): what the update gives the shared layers."""
     params = shared_parameters(learner.online)
     if not params:
         raise UserError(
@@ -72,16 +63,13 @@ def task_gradients(learner: DQNLearner, batch) -> torch.Tensor:
         return x
 
     _, per_task, _ = learner.loss(batch, feature_hook=keep)
-    n_members, n_tasks = per_task.shape  # members are independent: their gradients do not mix
-    scale = torch.ones(n_members, n_tasks, device=per_task.device)
+    scale = torch.ones_like(per_task)  # members are independent: their gradients do not mix
     if learner.feature_hook is not None:  # each task's gradient at the features decides its factor
         (at_features,) = torch.autograd.grad(per_task.sum(), features[0], retain_graph=True)
         scale = feature_norm_scales(at_features)
-    grads = []
-    for t in range(n_tasks):  # a diagnostic, not the update: one backward per task is fine
-        g = torch.autograd.grad(per_task[:, t].sum() / n_tasks, params, retain_graph=t < n_tasks - 1)
-        grads.append(torch.cat([x.float().reshape(n_members, -1) for x in g], dim=1) * scale[:, t, None])
-    return torch.stack(grads, dim=1)
+    elif learner.task_weights is not None:  # the weights of the last measurement
+        scale = learner.task_weights.weight
+    return per_task_gradients(per_task, params, keep_graph=False) * scale.unsqueeze(-1)
 
 
 def sharing_of(grads: torch.Tensor) -> dict[str, np.ndarray]:
