@@ -2,7 +2,7 @@
 
     python benchmarks/bench_atari_train.py                                 # review-exp1, fp32 and bf16
     python benchmarks/bench_atari_train.py --arch review-mtqn --precision bf16 --steps 2000
-    python benchmarks/bench_atari_train.py --precision bf16 --task-balance none feature-norm
+    python benchmarks/bench_atari_train.py --precision bf16 --task-balance none param-norm
 
 Times one training epoch of :class:`~mtdqn.train_atari.AtariTrainer` on Pong + Breakout after a random
 warm-up: epsilon-greedy acting with the network (epsilon held at 0.01, so nearly every step runs the

@@ -343,7 +343,7 @@ def parse_override(text: str) -> tuple[str, str]:
 
 _MULTI_TASK_ONLY = ("run.gradient_batches", "learner.task_balance")
 """Settings about the shared layers: a single-task arm of an experiment keeps its default (checked all the
-same), so that ``--set learner.task_balance=feature-norm`` balances the MDQN arm against a plain DQN."""
+same), so that ``--set learner.task_balance=param-norm`` balances the MDQN arm against a plain DQN."""
 
 
 def apply_overrides(config: Config, overrides: dict[str, str]) -> Config:

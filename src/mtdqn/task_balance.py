@@ -11,7 +11,7 @@ many times harder than the others (``mtdqn train --gradient-batches`` measures i
     ``w_t = mean_t'(m_t') / m_t``. Between measurements the weights hold. The tasks' pulls on the shared
     parameters are then equal in norm (as of the last measurement; ``gradients.csv`` measures them); each
     task's heads and input layers get the same weight (Adam's step is nearly invariant to it). The moving
-    averages and weights are saved with the learner.
+    averages are saved with the learner (the weights follow from them).
 ``feature-norm``
     In every update each task's gradient arriving at the shared features (its ``(B, F)`` block of the
     output of the last shared layer) is rescaled to the tasks' mean norm there. Stateless and free, but the
@@ -72,8 +72,8 @@ def per_task_gradients(per_task: torch.Tensor, params: list[torch.Tensor], keep_
 
 
 class ParamNormWeights:
-    """``param-norm``'s loss weights ``w`` ``(S, T)`` and the moving averages ``pull`` of the tasks' gradient
-    norms on the shared parameters they come from."""
+    """``param-norm``'s moving averages ``pull`` ``(S, T)`` of the tasks' gradient norms on the shared
+    parameters, and the loss weights ``w`` derived from them (kept, not recomputed in every update)."""
 
     def __init__(self, n_members: int, n_tasks: int, every: int, device: torch.device) -> None:
         self.every = every
@@ -95,12 +95,14 @@ class ParamNormWeights:
         self.weight = equalising_factors(self.pull)
 
     def state_dict(self) -> dict:
-        return {"weight": self.weight, "pull": self.pull, "measurements": self.measurements}
+        return {"pull": self.pull, "measurements": self.measurements}
 
     def load_state_dict(self, state: dict) -> None:
-        self.weight = state["weight"].to(self.weight.device)
+        """The saved averages; the weights follow from them (1 before the first measurement)."""
         self.pull = state["pull"].to(self.pull.device)
         self.measurements = int(state["measurements"])
+        if self.measurements:
+            self.weight = equalising_factors(self.pull)
 
 
 class _EqualFeaturePull(torch.autograd.Function):
