@@ -1,5 +1,5 @@
-"""The ``mtdqn`` command: ``train``, ``transfer``, ``evaluate``, ``plot``, ``analyze``; ``experiment`` and
-``report`` live in :mod:`mtdqn.cli_experiments`.
+"""The ``mtdqn`` command: ``train``, ``transfer``, ``evaluate``, ``plot``, ``compare``, ``analyze``;
+``experiment`` and ``report`` live in :mod:`mtdqn.cli_experiments`.
 
 User mistakes print one line naming the problem and the fix and exit with code 2 (no traceback).
 """
@@ -446,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from its gradients.csv, if it has one).",
     )
     plot.add_argument("run_dir", help="the run folder")
+    _add_compare_parser(sub)
     _add_analyze_parser(sub)
     from mtdqn import cli_experiments  # experiment, report
 
@@ -605,6 +606,44 @@ def _add_analyze_parser(sub) -> None:
         default=a.gradient_batches,
         help="also measure how each task's TD-loss gradient pulls on the shared layers, averaged over this "
         "many replay batches (loads the run's replay memory; default: 0 = off)",
+    )
+
+
+def _add_compare_parser(sub) -> None:
+    cmp = sub.add_parser(
+        "compare",
+        help="compare runs side by side (curves against learning steps, a summary table)",
+        description="Compare runs from their metrics.csv (and gradients.csv): per task (matched by name) "
+        "each run's score against learning steps per task, a population's mean and 95%% t-interval over "
+        "its seeds; writes OUT/curves.png, OUT/summary.csv and OUT/summary.md and prints the table. Runs "
+        "still training are compared on the epochs they have finished.",
+    )
+    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run folders (of mtdqn train or mtdqn transfer)")
+    cmp.add_argument(
+        "--label",
+        action="append",
+        dest="labels",
+        metavar="NAME",
+        help="a name for each run, once per run in the same order (default: the folder names)",
+    )
+    cmp.add_argument(
+        "--metric",
+        choices=("return", "J"),
+        default="return",
+        help="the score compared: the undiscounted return or the paper's discounted J (default: return)",
+    )
+    cmp.add_argument(
+        "--last",
+        type=_positive_int,
+        default=3,
+        metavar="K",
+        help="the summary's recent score: the mean of each seed's last K evaluations (default: 3)",
+    )
+    cmp.add_argument(
+        "--baseline", metavar="NAME", help="the run the others are compared with (default: the first)"
+    )
+    cmp.add_argument(
+        "--out", metavar="DIR", help="output folder (default: comparisons/<label>-vs-<label>...)"
     )
 
 
@@ -901,6 +940,21 @@ def cmd_plot(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from mtdqn.compare import compare_runs
+
+    out, markdown = compare_runs(
+        [Path(r) for r in args.runs],
+        out=Path(args.out) if args.out else None,
+        labels=args.labels,
+        metric=args.metric,
+        recent=args.last,
+        baseline=args.baseline,
+    )
+    print(markdown)
+    print(f"written: {out}/curves.png, summary.csv, summary.md", file=sys.stderr)
+
+
 def cmd_analyze(args: argparse.Namespace) -> None:
     from mtdqn.analysis.config import AnalysisConfig
     from mtdqn.analysis.pipeline import analyze_run
@@ -947,6 +1001,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             "transfer": cmd_transfer,
             "evaluate": cmd_evaluate,
             "plot": cmd_plot,
+            "compare": cmd_compare,
             "analyze": cmd_analyze,
             **EXPERIMENT_COMMANDS,
         }

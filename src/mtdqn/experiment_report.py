@@ -236,7 +236,8 @@ def write_summary_csv(rows: list[dict[str, object]], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def _num(x: object, digits: int = 4) -> str:
+def format_num(x: object, digits: int = 4) -> str:
+    """A number for a table: ``digits`` significant digits, integers from 10**digits on, ``NA`` if missing."""
     if not isinstance(x, float | int) or math.isnan(x):
         return "NA"
     return f"{x:.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"
@@ -250,10 +251,13 @@ def format_pm(m: object, h: object) -> str:
     """``mean ± half-width`` for a table (``NA`` for a missing mean, the mean alone without an interval)."""
     if isinstance(m, float) and math.isnan(m):
         return "NA"
-    return _num(m) if isinstance(h, float) and math.isnan(h) else f"{_num(m)} ± {_num(h, 2)}"
+    return (
+        format_num(m) if isinstance(h, float) and math.isnan(h) else f"{format_num(m)} ± {format_num(h, 2)}"
+    )
 
 
-def _p(x: object) -> str:
+def format_p(x: object) -> str:
+    """A p-value with two significant digits (``NA`` where undefined)."""
     return "NA" if not isinstance(x, float) or math.isnan(x) else f"{x:.2g}"
 
 
@@ -280,7 +284,7 @@ def summary_markdown(rows: list[dict[str, object]], has_reference: bool) -> str:
             key = "J50" if last >= 50 else "Jlast"
             if r["paper_n"]:
                 cells += [str(r["paper_n"]), _pm(r, f"paper_{key}"), _pm(r, "paper_AUC")]
-                cells.append(f"{_p(r[f'p_{key}_vs_paper'])} / {_p(r['p_AUC_vs_paper'])}")
+                cells.append(f"{format_p(r[f'p_{key}_vs_paper'])} / {format_p(r['p_AUC_vs_paper'])}")
             else:
                 cells += ["0", "NA", "NA", "NA"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -301,7 +305,7 @@ def summary_markdown(rows: list[dict[str, object]], has_reference: bool) -> str:
             for prefix in ("", "paper_") if has_reference else ("",):
                 for what in ("J50", "AUC"):
                     d, p = r[f"{prefix}d{what}_vs_baseline"], r[f"{prefix}p_{what}_vs_baseline"]
-                    cells.append("NA" if _num(d) == "NA" else f"{_num(d)} ({_p(p)})")
+                    cells.append("NA" if format_num(d) == "NA" else f"{format_num(d)} ({format_p(p)})")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -320,12 +324,14 @@ def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, o
     def draw(ax, task: str) -> None:
         for arm, cur in results[task].items():
             label = f"{arm} (mtdqn, {len(cur.seeds)} seeds)"
-            _band(ax, cur.epochs, cur.values, colour[arm], "-", label, 0.25)
+            draw_band(ax, cur.epochs, cur.values, colour[arm], "-", label, 0.25)
             pub = load_published(reference, arm, task) if reference is not None else None
             if pub is not None:
                 upto = min(int(cur.epochs.max()), pub.shape[1] - 1)
                 x = np.arange(upto + 1)
-                _band(ax, x, pub[:, : upto + 1], colour[arm], "--", f"{arm} (paper, {len(pub)} runs)", 0.10)
+                draw_band(
+                    ax, x, pub[:, : upto + 1], colour[arm], "--", f"{arm} (paper, {len(pub)} runs)", 0.10
+                )
         ax.set_title(task)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -355,7 +361,10 @@ def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, o
     return written
 
 
-def _band(ax, x: np.ndarray, values: np.ndarray, colour: str, style: str, label: str, alpha: float) -> None:
+def draw_band(
+    ax, x: np.ndarray, values: np.ndarray, colour: str, style: str, label: str, alpha: float
+) -> None:
+    """The mean over axis 0 of ``values`` as a line, with its 95% Student-t interval shaded (2+ rows)."""
     m = values.mean(axis=0)
     ax.plot(x, m, color=colour, ls=style, lw=1.6, label=label)
     if len(values) > 1:

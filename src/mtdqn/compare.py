@@ -1,0 +1,319 @@
+"""Runs side by side: ``mtdqn compare RUN RUN ... --out DIR``.
+
+    DIR/curves.png    one column per task: each run's score against learning steps per task (a population's
+                      mean and 95% Student-t interval over its seeds); with ``gradients.csv`` in any run, a
+                      second row with the task's share of the joint gradient on the shared layers
+    DIR/summary.csv   per task and run: the numbers below
+    DIR/summary.md    the same as a table (also printed)
+
+Everything is read from the runs' ``metrics.csv`` (and ``gradients.csv``), so a run still training can be
+compared with the epochs it has finished. Tasks are matched by name (``task_name``), so a single-task run
+of Pong lines up with Pong inside a multi-task run. The x axis is the learning steps per task
+(``env_steps``, 0 at the evaluation of the untrained network), so runs with different epoch sizes line up.
+
+Per task and run, over the run's seeds (members): the score at its last evaluation, the mean of its last
+``recent`` evaluations (a single seed's last evaluation is noisy), the best evaluation of the mean curve,
+the average score over the run (trapezoidal area under the curve over learning steps, divided by the steps
+it spans: comparable between runs of the same length), and, for every run but the baseline, the difference
+of the recent means from the baseline run's and Welch's p (two or more seeds on both sides). With
+gradients: the task's mean share of the joint gradient over the measurements after epoch 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mtdqn.errors import UserError
+from mtdqn.experiment_report import (
+    ci95,
+    draw_band,
+    format_num,
+    format_p,
+    format_pm,
+    mean,
+    save_png,
+    welch_p,
+    write_summary_csv,
+)
+from mtdqn.runlog import GRADIENT_COLUMNS, atomic_write_bytes, read_metrics, safe_name
+
+METRICS = ("return", "J")
+"""Scores a comparison can be made on: the undiscounted return or the paper's discounted J."""
+_COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive")
+
+
+@dataclass
+class Series:
+    """One run's values of one task: ``values[member, k]`` at learning step ``steps[k]`` (epoch
+    ``epochs[k]``), over the epochs every member has."""
+
+    seeds: np.ndarray
+    epochs: np.ndarray
+    steps: np.ndarray
+    values: np.ndarray
+
+
+@dataclass
+class RunSeries:
+    """What a comparison reads from one run folder: per task (in the run's order) its score and, if the
+    run measured them, its share of the joint gradient on the shared layers."""
+
+    label: str
+    path: Path
+    scores: dict[str, Series]
+    shares: dict[str, Series] = field(default_factory=dict)
+
+
+def _series(cols: dict[str, np.ndarray], task: str, key: str, steps_of: dict[int, float]) -> Series | None:
+    """``cols[key]`` of ``task`` per member over the epochs all members have (and ``steps_of`` knows)."""
+    sel = cols["task_name"] == task
+    members = sorted({int(m) for m in cols["member"][sel]})
+    per_member = []
+    for member in members:
+        rows = sel & (cols["member"] == member)
+        per_member.append(dict(zip(cols["epoch"][rows].astype(int), cols[key][rows], strict=True)))
+    epochs = sorted(set.intersection(*(set(p) for p in per_member)) & set(steps_of))
+    if not epochs:
+        return None
+    seeds = [int(cols["seed"][sel & (cols["member"] == m)][0]) for m in members]
+    return Series(
+        seeds=np.array(seeds),
+        epochs=np.array(epochs),
+        steps=np.array([steps_of[e] for e in epochs], dtype=np.float64),
+        values=np.array([[p[e] for e in epochs] for p in per_member], dtype=np.float64),
+    )
+
+
+def read_run(path: Path, label: str, metric: str) -> RunSeries:
+    """The scores ``metric`` (and gradient shares, if measured) of the run folder ``path``."""
+    metrics_path = path / "metrics.csv"
+    if not metrics_path.is_file():
+        raise UserError(
+            f"{path} has no metrics.csv; give run folders written by mtdqn train or mtdqn transfer "
+            "(an experiment's runs are in EXPERIMENT/runs/)"
+        )
+    cols = read_metrics(metrics_path)
+    if cols["epoch"].size == 0:
+        raise UserError(f"{metrics_path} has no evaluations yet; compare the run once an epoch has finished")
+    tasks = list(dict.fromkeys(cols["task_name"][np.argsort(cols["task"], kind="stable")]))
+    gradients_path = path / "gradients.csv"
+    g = read_metrics(gradients_path, GRADIENT_COLUMNS) if gradients_path.is_file() else None
+    scores, shares = {}, {}
+    for task in tasks:
+        sel = cols["task_name"] == task
+        steps_of = dict(zip(cols["epoch"][sel].astype(int), cols["env_steps"][sel], strict=False))
+        scores[task] = _series(cols, task, metric, steps_of)
+        if g is not None and task in set(g["task_name"]):
+            shares[task] = _series(g, task, "contribution", steps_of)
+    return RunSeries(
+        label=label,
+        path=path,
+        scores={t: s for t, s in scores.items() if s is not None},
+        shares={t: s for t, s in shares.items() if s is not None},
+    )
+
+
+def default_labels(paths: list[Path]) -> list[str]:
+    """Each run's folder name; the path as given where two folders share a name."""
+    names = [p.name or str(p) for p in paths]
+    return [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
+
+
+def read_runs(paths: list[Path], labels: list[str] | None, metric: str) -> list[RunSeries]:
+    """The runs to compare, checked: one label per run, no label twice."""
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if labels is not None and len(labels) != len(paths):
+        raise UserError(
+            f"--label was given {len(labels)} times for {len(paths)} runs; "
+            "give one per run, in the same order"
+        )
+    labels = labels if labels is not None else default_labels(paths)
+    twice = [x for x in dict.fromkeys(labels) if labels.count(x) > 1]
+    if twice:
+        raise UserError(f"two runs are labelled {twice[0]!r}; give each run once, or a --label per run")
+    return [read_run(p, label, metric) for p, label in zip(paths, labels, strict=True)]
+
+
+# --- numbers ---------------------------------------------------------------------------------------------
+
+
+def _recent(s: Series, recent: int) -> np.ndarray:
+    """Per seed, the mean of its last ``recent`` evaluations."""
+    return s.values[:, -recent:].mean(axis=1)
+
+
+def _average(s: Series) -> np.ndarray | None:
+    """Per seed, the area under its curve over learning steps divided by the steps spanned (None if the
+    curve has a single point)."""
+    span = s.steps[-1] - s.steps[0]
+    if s.steps.size < 2 or span <= 0:
+        return None
+    return np.trapezoid(s.values, s.steps, axis=1) / span
+
+
+def summarize(runs: list[RunSeries], recent: int, baseline: str | None) -> list[dict[str, object]]:
+    """One row per (task, run), tasks in order of first appearance, runs in the given order."""
+    base = next((r for r in runs if r.label == baseline), None) if baseline else runs[0]
+    if baseline and base is None:
+        raise UserError(
+            f"--baseline {baseline!r} is none of the runs' labels ({', '.join(r.label for r in runs)})"
+        )
+    tasks = list(dict.fromkeys(t for r in runs for t in r.scores))
+    rows = []
+    for task in tasks:
+        for run in runs:
+            s = run.scores.get(task)
+            if s is None:
+                continue
+            k = min(recent, s.values.shape[1])
+            mean_curve = s.values.mean(axis=0)
+            best = int(np.argmax(mean_curve))
+            ours, average = _recent(s, k), _average(s)
+            row: dict[str, object] = {
+                "task": task,
+                "run": run.label,
+                "n": len(s.seeds),
+                "last_epoch": int(s.epochs[-1]),
+                "steps": float(s.steps[-1]),
+                "last_mean": mean(s.values[:, -1]),
+                "last_ci95": ci95(s.values[:, -1]),
+                "recent_evaluations": k,
+                "recent_mean": mean(ours),
+                "recent_ci95": ci95(ours),
+                "best_mean": float(mean_curve[best]),
+                "best_steps": float(s.steps[best]),
+                "average_mean": mean(average),
+                "average_ci95": ci95(average),
+                "baseline": "",
+                "d_recent_vs_baseline": math.nan,
+                "p_recent_vs_baseline": math.nan,
+                "share_mean": math.nan,
+            }
+            other = base.scores.get(task) if base is not None and base is not run else None
+            if other is not None:
+                theirs = _recent(other, min(recent, other.values.shape[1]))
+                row["baseline"] = base.label
+                row["d_recent_vs_baseline"] = mean(ours) - mean(theirs)
+                row["p_recent_vs_baseline"] = welch_p(ours, theirs)
+            share = run.shares.get(task)
+            if share is not None and (share.epochs > 0).any():
+                row["share_mean"] = float(share.values[:, share.epochs > 0].mean())
+            rows.append(row)
+    return rows
+
+
+def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) -> str:
+    """The summary as one Markdown table (``mean ± 95% half-width`` over a run's seeds)."""
+    shares = any(not math.isnan(float(r["share_mean"])) for r in rows)  # type: ignore[arg-type]
+    head = ["task", "run", "seeds", "steps", f"{metric} last", f"{metric} last {recent}", "best (at steps)"]
+    head += ["average over the run", f"Δ last {recent} vs baseline (p)"]
+    head += ["gradient share"] if shares else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        d = r["d_recent_vs_baseline"]
+        versus = "" if not r["baseline"] else f"{format_num(d)} ({format_p(r['p_recent_vs_baseline'])})"
+        cells = [
+            str(r["task"]),
+            str(r["run"]),
+            str(r["n"]),
+            format_num(r["steps"]),
+            format_pm(r["last_mean"], r["last_ci95"]),
+            format_pm(r["recent_mean"], r["recent_ci95"]),
+            f"{format_num(r['best_mean'])} ({format_num(r['best_steps'])})",
+            format_pm(r["average_mean"], r["average_ci95"]),
+            versus,
+        ]
+        cells += [format_num(r["share_mean"], 2)] if shares else []
+        lines.append("| " + " | ".join(cells) + " |")
+    baseline = next((str(r["baseline"]) for r in rows if r["baseline"]), "none")
+    notes = [
+        "",
+        f"Over each run's seeds: mean ± 95% Student-t half-width. `last {recent}`: the mean of the last "
+        f"{recent} evaluations (fewer where a run has fewer). `average over the run`: the area under the "
+        "curve over learning steps per task divided by the steps spanned. Δ: this run's last-"
+        f"{recent} mean minus the baseline run's ({baseline}), Welch's p with two or more seeds on both "
+        "sides.",
+    ]
+    if shares:
+        notes[-1] += " Gradient share: the task's mean share of the joint gradient on the shared layers over "
+        notes[-1] += "the measurements after epoch 0 (runs trained with --gradient-batches)."
+    return "\n".join(lines + notes) + "\n"
+
+
+# --- figure ----------------------------------------------------------------------------------------------
+
+
+def plot_comparison(runs: list[RunSeries], metric: str, path: Path) -> Path:
+    """curves.png: per task, each run's score (and gradient share, if any run has one) against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
+
+    tasks = list(dict.fromkeys(t for r in runs for t in r.scores))
+    with_shares = any(r.shares for r in runs)
+    n_rows = 2 if with_shares else 1
+    fig, axes = plt.subplots(
+        n_rows, len(tasks), figsize=(4.2 * len(tasks), 3.3 * n_rows + 0.6), squeeze=False, sharex="col"
+    )
+    for col, task in enumerate(tasks):
+        for k, run in enumerate(runs):
+            colour = _COLOURS[k % len(_COLOURS)]
+            s = run.scores.get(task)
+            if s is not None:
+                seeds = f"{len(s.seeds)} seeds" if len(s.seeds) > 1 else f"seed {s.seeds[0]}"
+                draw_band(axes[0, col], s.steps, s.values, colour, "-", f"{run.label} ({seeds})", 0.2)
+            share = run.shares.get(task)
+            if with_shares and share is not None:
+                draw_band(axes[1, col], share.steps, share.values, colour, "-", run.label, 0.2)
+        axes[0, col].set_title(task)
+        axes[0, col].set_ylabel("undiscounted return" if metric == "return" else "J (discounted)")
+        if with_shares:
+            axes[1, col].set_ylabel("share of the joint gradient")
+            axes[1, col].axhline(0.0, color="black", lw=0.6)
+        axes[-1, col].set_xlabel("learning steps per task")
+        axes[-1, col].xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1.5M
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 * math.ceil(len(labels) / 3) / n_rows, 1, 1))
+    return save_png(fig, path)
+
+
+def default_out(labels: list[str]) -> Path:
+    """``comparisons/<label>-vs-<label>...`` (file-name safe, at most 120 characters)."""
+    return Path("comparisons") / safe_name("-vs-".join(labels))[:120]
+
+
+def compare_runs(
+    paths: list[Path],
+    out: Path | None = None,
+    labels: list[str] | None = None,
+    metric: str = "return",
+    recent: int = 3,
+    baseline: str | None = None,
+) -> tuple[Path, str]:
+    """Write the comparison of the runs at ``paths`` into ``out``; return the folder and the Markdown."""
+    if recent < 1:
+        raise UserError(f"--last must be at least 1, got {recent}")
+    runs = read_runs(paths, labels, metric)
+    out = out if out is not None else default_out([r.label for r in runs])
+    rows = summarize(runs, recent, baseline)
+    out.mkdir(parents=True, exist_ok=True)
+    write_summary_csv(rows, out / "summary.csv")
+    markdown = summary_markdown(rows, metric, recent)
+    atomic_write_bytes(out / "summary.md", markdown.encode())
+    plot_comparison(runs, metric, out / "curves.png")
+    return out, markdown

@@ -1,0 +1,167 @@
+"""`mtdqn compare`: runs side by side, exact summary numbers, tasks matched by name, one-line mistakes."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_TRAIN
+from scipy import stats
+
+from mtdqn.cli import main
+from mtdqn.runlog import GRADIENT_COLUMNS, METRIC_COLUMNS, MetricsTable
+
+
+def _write_run(
+    run: Path, scores: dict[str, np.ndarray], steps: list[float], shares: dict[str, np.ndarray] | None = None
+) -> None:
+    """A run folder whose metrics.csv holds ``scores[task][member, k]`` as both return and J (J halved) at
+    epoch k after ``steps[k]`` learning steps, and gradients.csv the ``shares``; seeds 10 + member."""
+    run.mkdir(parents=True)
+    rows, grad_rows = [], []
+    for task_index, (task, values) in enumerate(scores.items()):
+        for member, curve in enumerate(values):
+            for epoch, value in enumerate(curve):
+                row = dict.fromkeys(METRIC_COLUMNS, 0.0)
+                row.update(epoch=epoch, member=member, seed=10 + member, task=task_index, task_name=task)
+                row.update({"return": value, "J": value / 2, "env_steps": steps[epoch]})
+                rows.append(row)
+                if shares is not None and task in shares:
+                    g = dict.fromkeys(GRADIENT_COLUMNS, 0.0)
+                    g.update(epoch=epoch, member=member, seed=10 + member, task=task_index, task_name=task)
+                    g["contribution"] = shares[task][member, epoch]
+                    grad_rows.append(g)
+    MetricsTable(run / "metrics.csv").append(rows)
+    if shares is not None:
+        MetricsTable(run / "gradients.csv", GRADIENT_COLUMNS).append(grad_rows)
+
+
+A_CART = np.array([[0.0, 10.0, 20.0, 30.0], [0.0, 20.0, 40.0, 50.0]])
+A_ACRO = np.array([[-5.0, -4.0, -3.0, -2.0], [-5.0, -5.0, -5.0, -1.0]])
+A_SHARE = np.array([[0.5, 0.2, 0.4, 0.6], [0.5, 0.4, 0.2, 0.8]])
+B_CART = np.array([[0.0, 30.0, 60.0], [0.0, 10.0, 20.0], [0.0, 50.0, 70.0]])
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> tuple[Path, Path]:
+    a, b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    _write_run(a, {"CartPole-v1": A_CART, "Acrobot-v1": A_ACRO}, [0, 100, 200, 300], {"CartPole-v1": A_SHARE})
+    _write_run(b, {"CartPole-v1": B_CART}, [0, 150, 300])  # another epoch size, one task
+    return a, b
+
+
+def _rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with path.open() as f:
+        return {(r["task"], r["run"]): r for r in csv.DictReader(f)}
+
+
+def _t(n: int) -> float:
+    return float(stats.t.ppf(0.975, n - 1))
+
+
+def test_summary_numbers_are_exact(two_runs: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    a, b = two_runs
+    out = tmp_path / "cmp"
+    code = main(["compare", str(a), str(b), "--last", "2", "--out", str(out)])
+    assert code == 0
+    rows = _rows(out / "summary.csv")
+    assert list(rows) == [("CartPole-v1", "a"), ("CartPole-v1", "b"), ("Acrobot-v1", "a")]  # by name
+
+    ra = rows[("CartPole-v1", "a")]
+    assert float(ra["n"]) == 2 and float(ra["last_epoch"]) == 3 and float(ra["steps"]) == 300
+    assert float(ra["last_mean"]) == pytest.approx(40.0)
+    assert float(ra["last_ci95"]) == pytest.approx(_t(2) * np.std([30, 50], ddof=1) / math.sqrt(2))
+    recent_a = np.array([25.0, 45.0])  # each seed's last two evaluations
+    assert float(ra["recent_mean"]) == pytest.approx(35.0)
+    assert float(ra["recent_ci95"]) == pytest.approx(_t(2) * recent_a.std(ddof=1) / math.sqrt(2))
+    assert float(ra["best_mean"]) == pytest.approx(40.0) and float(ra["best_steps"]) == 300
+    # trapezoid over steps / 300: seed 0 (5 + 15 + 25) * 100 / 300 = 15, seed 1 (10 + 30 + 45) / 3
+    assert float(ra["average_mean"]) == pytest.approx((15.0 + 85.0 / 3) / 2)
+    assert float(ra["share_mean"]) == pytest.approx(np.mean(A_SHARE[:, 1:]))  # after epoch 0
+    assert ra["baseline"] == ""  # the first run is the baseline
+
+    rb = rows[("CartPole-v1", "b")]
+    recent_b = B_CART[:, -2:].mean(axis=1)  # 45, 15, 60
+    assert float(rb["recent_mean"]) == pytest.approx(40.0)
+    assert float(rb["average_mean"]) == pytest.approx(np.mean([(15 + 45) / 2, (5 + 15) / 2, (25 + 60) / 2]))
+    assert rb["baseline"] == "a"
+    assert float(rb["d_recent_vs_baseline"]) == pytest.approx(40.0 - 35.0)
+    p = stats.ttest_ind(recent_b, recent_a, equal_var=False).pvalue
+    assert float(rb["p_recent_vs_baseline"]) == pytest.approx(p)
+    assert rb["share_mean"] == ""  # b measured no gradients
+
+    printed = capsys.readouterr().out
+    assert printed == (out / "summary.md").read_text() + "\n"
+    assert "| CartPole-v1 | b | 3 | 300 |" in printed
+    assert "gradient share" in printed
+    assert (out / "curves.png").stat().st_size > 10_000
+
+
+def test_j_metric_baseline_and_labels(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = two_runs
+    out = tmp_path / "cmp"
+    args = ["compare", str(a), str(b), "--metric", "J", "--label", "MT", "--label", "ST", "--baseline", "ST"]
+    assert main([*args, "--last", "1", "--out", str(out)]) == 0
+    rows = _rows(out / "summary.csv")
+    assert float(rows[("CartPole-v1", "MT")]["last_mean"]) == pytest.approx(20.0)  # J = return / 2
+    assert float(rows[("CartPole-v1", "MT")]["d_recent_vs_baseline"]) == pytest.approx(20.0 - 25.0)
+    assert rows[("CartPole-v1", "ST")]["baseline"] == ""
+    assert rows[("Acrobot-v1", "MT")]["baseline"] == ""  # the baseline has no Acrobot
+
+
+def test_default_folder_and_labels_of_same_named_runs(tmp_path: Path, monkeypatch) -> None:
+    one, two = tmp_path / "x" / "run", tmp_path / "y" / "run"
+    _write_run(one, {"CartPole-v1": A_CART}, [0, 100, 200, 300])
+    _write_run(two, {"CartPole-v1": A_CART + 1}, [0, 100, 200, 300])
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "x/run", "y/run"]) == 0
+    rows = _rows(tmp_path / "comparisons" / "x_run-vs-y_run" / "summary.csv")
+    assert float(rows[("CartPole-v1", "y/run")]["d_recent_vs_baseline"]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--label", "only-one"], "--label was given 1 times for 2 runs"),
+        (["--label", "same", "--label", "same"], "two runs are labelled 'same'"),
+        (["--baseline", "nope"], "--baseline 'nope' is none of the runs' labels"),
+    ],
+)
+def test_mistakes_give_one_line_and_exit_code_2(
+    two_runs: tuple[Path, Path], tmp_path: Path, capsys, extra: list[str], needle: str
+) -> None:
+    a, b = two_runs
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not out.exists()  # nothing written
+
+
+def test_not_a_run_and_empty_run(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "has no metrics.csv" in capsys.readouterr().err
+    (tmp_path / "empty" / "metrics.csv").write_text(",".join(METRIC_COLUMNS) + "\n")
+    assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "has no evaluations yet" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_real_runs(tmp_path: Path, capsys) -> None:
+    """Two real two-epoch runs (multi-task and the single-task baseline) compared on their metrics.csv."""
+    base = ["train", "--task", "CartPole-v1", "--task", "Acrobot-v1", "--epochs", "2", *TINY_TRAIN]
+    base += ["--runs-dir", str(tmp_path)]
+    assert main([*base, "--name", "multi"]) == 0
+    assert main([*base, "--name", "single", "--mode", "single"]) == 0
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "multi"), str(tmp_path / "single"), "--out", str(out)]) == 0
+    rows = _rows(out / "summary.csv")
+    assert sorted(rows) == sorted((t, r) for t in ("CartPole-v1", "Acrobot-v1") for r in ("multi", "single"))
+    with (tmp_path / "single" / "metrics.csv").open() as f:
+        last = [r for r in csv.DictReader(f) if r["epoch"] == "2" and r["task_name"] == "Acrobot-v1"]
+    assert float(rows[("Acrobot-v1", "single")]["last_mean"]) == float(last[0]["return"])
+    assert float(rows[("Acrobot-v1", "single")]["steps"]) == float(last[0]["env_steps"]) == 80
