@@ -68,3 +68,28 @@ def test_transfer_example_builds_and_trains_the_three_schedules(tmp_path, monkey
         assert [task["env_id"] for task in saved["tasks"]] == ["Acrobot-v1"]
         assert saved["transfer"]["unfreeze_epoch"] == unfreeze
         assert saved["run"]["seeds"] == [0, 1]
+
+
+def _headings(text: str) -> list[tuple[int, str]]:
+    """(level, GitHub anchor) of the Markdown headings outside code blocks (the anchor: lower case,
+    punctuation dropped, spaces to hyphens)."""
+    found, in_code = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (m := re.match(r"(#{1,6}) (.*)", line)):
+            slug = re.sub(r"[^\w\- ]", "", m.group(2).strip().lower()).replace(" ", "-")
+            found.append((len(m.group(1)), slug))
+    return found
+
+
+def test_links_and_figures_resolve_and_contents_lists_every_section():
+    text = README.read_text()
+    headings = _headings(text)
+    anchors = re.findall(r"\]\(#([^)]+)\)", text)
+    assert anchors and [a for a in anchors if a not in {slug for _, slug in headings}] == []
+    local = [p for p in re.findall(r"\]\(([^)#][^)]*)\)", text) if "://" not in p]
+    assert local and [p for p in local if not (README.parent / p).exists()] == []
+    contents = text.split("## Contents\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"\]\(#([^)]+)\)", contents)
+    assert listed == [slug for level, slug in headings if level in (2, 3) and slug != "contents"]
