@@ -128,6 +128,7 @@ def test_default_folder_and_labels_of_same_named_runs(tmp_path: Path, monkeypatc
         (["--label", "only-one"], "--label was given 1 times for 2 runs"),
         (["--label", "same", "--label", "same"], "two runs are labelled 'same'"),
         (["--baseline", "nope"], "--baseline 'nope' is none of the runs' labels"),
+        (["--out", "FILE"], "is a file; give --out a folder"),
     ],
 )
 def test_mistakes_give_one_line_and_exit_code_2(
@@ -135,10 +136,13 @@ def test_mistakes_give_one_line_and_exit_code_2(
 ) -> None:
     a, b = two_runs
     out = tmp_path / "cmp"
-    assert main(["compare", str(a), str(b), *extra, "--out", str(out)]) == 2
+    (tmp_path / "FILE").write_text("not a folder")
+    extra = [str(tmp_path / x) if x == "FILE" else x for x in extra]
+    assert main(["compare", str(a), str(b), "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
     assert not out.exists()  # nothing written
+    assert (tmp_path / "FILE").read_text() == "not a folder"
 
 
 def test_not_a_run_and_empty_run(tmp_path: Path, capsys) -> None:

@@ -311,6 +311,8 @@ def compare_runs(
     runs = read_runs(paths, labels, metric)
     out = out if out is not None else default_out([r.label for r in runs])
     rows = summarize(runs, recent, baseline)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give --out a folder")
     out.mkdir(parents=True, exist_ok=True)
     write_summary_csv(rows, out / "summary.csv")
     markdown = summary_markdown(rows, metric, recent)
