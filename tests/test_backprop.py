@@ -77,6 +77,30 @@ def test_written_out_backward_gives_autograds_gradients(network: str, share: boo
         torch.testing.assert_close(stats_man[key], stats_ref[key], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("balance", ["feature-norm", "param-norm"])
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_written_out_backward_balances_the_tasks_as_autograd_does(network: str, balance: str) -> None:
+    """Both --task-balance rules with the numpy kernels: the same gradients, weights and task weights as with
+    autograd over three updates (param-norm measuring at updates 0 and 2)."""
+    kw = {"task_balance": balance, "task_balance_every": 2}
+    reference = _learner("torch", NETWORKS[network], True, **kw)
+    manual = _learner("numpy", NETWORKS[network], True, **kw)
+    assert manual.manual is not None
+    for k in range(3):
+        batch = _batch(2, seed=k)
+        for lrn in (reference, manual):
+            lrn.update(batch)
+        for p_ref, p_man in zip(reference.online.parameters(), manual.online.parameters(), strict=True):
+            torch.testing.assert_close(p_man.grad, p_ref.grad, rtol=1e-4, atol=1e-7)
+            torch.testing.assert_close(p_man, p_ref, rtol=1e-5, atol=1e-6)
+    if balance == "param-norm":
+        weights = manual.task_weights
+        assert weights.measurements == reference.task_weights.measurements == 2
+        assert (weights.weight.max() / weights.weight.min()).item() > 1.2  # unequal tasks: weights matter
+        torch.testing.assert_close(weights.pull, reference.task_weights.pull, rtol=1e-5, atol=0)
+        torch.testing.assert_close(weights.weight, reference.task_weights.weight, rtol=1e-5, atol=0)
+
+
 def test_padded_inputs_and_padded_actions_get_exactly_zero_gradient() -> None:
     learner = _learner("numpy", NETWORKS["deramo"], share=True)
     learner.update(_batch(2))

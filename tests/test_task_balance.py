@@ -30,6 +30,7 @@ from mtdqn.task_balance import (
 )
 from mtdqn.tasks import TaskSpec
 from mtdqn.train import Trainer
+from mtdqn.transfer import set_shared_trainable
 
 SPECS = [TaskSpec("two-actions", 4, 2, 0.9, 10), TaskSpec("three-actions", 6, 3, 0.5, 10)]
 
@@ -127,8 +128,8 @@ def test_the_update_gives_every_parameter_the_balanced_gradient(kind):
         nets = [AtariQNetwork([4, 6], AtariNetworkConfig(arch="review-exp1")) for _ in "ab"]
         batch, gammas = _atari_batch(), [0.99, 0.99]
     plain = DQNLearner(nets[0], gammas, LearnerConfig(kernels="torch"))
-    balanced = DQNLearner(nets[1], gammas, LearnerConfig(task_balance="feature-norm"))
-    assert balanced.kernels == "torch" and balanced.manual is None  # auto: the torch kernels
+    balanced = DQNLearner(nets[1], gammas, LearnerConfig(task_balance="feature-norm", kernels="torch"))
+    assert balanced.manual is None  # autograd's backward through the hook (the numpy kernels: test_backprop)
     expected, factor = _expected_balanced_grads(plain, batch)
     assert (factor.max() / factor.min()).item() > 1.2  # the tasks pulled unequally: the rule does something
     torch.testing.assert_close(balanced.online(batch.obs), plain.online(batch.obs), rtol=0, atol=0)
@@ -168,15 +169,10 @@ def test_config_refusals_and_fingerprint():
     balanced = Config(tasks=tasks, learner=LearnerConfig(task_balance="feature-norm"))
     balanced.validate()
     assert balanced.learning_fingerprint() != plain.learning_fingerprint()
-    for mode, kernels, message in (
-        ("single", "auto", "single-task baseline (--mode single) has none"),
-        ("multi", "numpy", "runs with the torch kernels only"),
-    ):
-        bad = Config(
-            tasks=tasks, mode=mode, learner=LearnerConfig(task_balance="feature-norm", kernels=kernels)
-        )
-        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            bad.validate()
+    bad = Config(tasks=tasks, mode="single", learner=LearnerConfig(task_balance="feature-norm"))
+    with pytest.raises(UserError, match=r"single-task baseline \(--mode single\) has none"):
+        bad.validate()
+    Config(tasks=tasks, learner=LearnerConfig(task_balance="param-norm", kernels="numpy")).validate()
     with pytest.raises(
         UserError, match="unknown task balance 'norm'; use one of none, param-norm, feature-norm"
     ):
@@ -212,9 +208,8 @@ def test_train_takes_the_flag_saves_it_and_refuses_it_where_it_cannot_apply(tmp_
     assert main([*base, "--task-balance", "feature-norm", "--mode", "single", "--name", "s"]) == 2
     err = capsys.readouterr().err
     assert "drop --task-balance or use --mode multi" in err and "Traceback" not in err
-    assert main([*base, "--task-balance", "feature-norm", "--kernels", "numpy", "--name", "n"]) == 2
-    err = capsys.readouterr().err
-    assert "use --kernels auto (or torch)" in err and "Traceback" not in err
+    assert main([*base, "--task-balance", "param-norm", "--kernels", "numpy", "--name", "n"]) == 0
+    assert Trainer.load(tmp_path / "n", progress=False).learner.manual is not None
     assert main(["train", "--resume", str(tmp_path / "plain"), "--task-balance", "feature-norm"]) == 2
     assert "--task-balance" in capsys.readouterr().err
 
@@ -228,9 +223,10 @@ def test_equalising_factors_of_known_norms():
     torch.testing.assert_close(equalising_factors(norm), expected, rtol=1e-7, atol=0)
 
 
-def _param_norm_learner(every: int = 100) -> DQNLearner:
+def _param_norm_learner(every: int = 100, kernels: str = "torch") -> DQNLearner:
     net = MultiTaskQNetwork(SPECS, NetworkConfig(width=16), n_members=2, seeds=[0, 5])
-    return DQNLearner(net, [0.9, 0.5], LearnerConfig(task_balance="param-norm", task_balance_every=every))
+    cfg = LearnerConfig(task_balance="param-norm", task_balance_every=every, kernels=kernels)
+    return DQNLearner(net, [0.9, 0.5], cfg)
 
 
 def _shared_norms(learner: DQNLearner, batch: Batch) -> torch.Tensor:
@@ -239,10 +235,11 @@ def _shared_norms(learner: DQNLearner, batch: Batch) -> torch.Tensor:
     return per_task_gradients(per_task, shared_parameters(learner.online), keep_graph=False).norm(dim=-1)
 
 
-def test_param_norm_weighs_each_task_so_that_their_shared_gradients_are_equal():
-    learner = _param_norm_learner()
+@pytest.mark.parametrize("kernels", ["torch", "numpy"])
+def test_param_norm_weighs_each_task_so_that_their_shared_gradients_are_equal(kernels):
+    learner = _param_norm_learner(kernels=kernels)
     batch = _control_batch(2)
-    assert learner.kernels == "torch" and learner.task_weights.measurements == 0
+    assert learner.kernels == kernels and learner.task_weights.measurements == 0
     params = list(learner.online.parameters())
     per_task = learner.loss(batch)[1]
     per_param = [torch.autograd.grad(per_task[:, t].sum() / 2, params, retain_graph=True) for t in range(2)]
@@ -251,18 +248,19 @@ def test_param_norm_weighs_each_task_so_that_their_shared_gradients_are_equal():
     learner.update(batch)
     weights = learner.task_weights
     assert weights.measurements == 1
-    torch.testing.assert_close(weights.pull, norm, rtol=1e-6, atol=0)
-    torch.testing.assert_close(weights.weight, norm.mean(1, keepdim=True) / norm, rtol=1e-6, atol=0)
+    torch.testing.assert_close(weights.pull, norm, rtol=2e-6, atol=0)
+    torch.testing.assert_close(weights.weight, norm.mean(1, keepdim=True) / norm, rtol=2e-6, atol=0)
     for i, p in enumerate(params):  # the step's gradient: sum_t w_t g_t on every parameter, heads included
         w = weights.weight.reshape(2, 2, *[1] * (p.dim() - 1))
         expected = sum(w[:, t] * per_param[t][i] for t in range(2))
-        torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7)
     pulls = norm * weights.weight  # each task's weighted gradient norm on the shared layers
-    torch.testing.assert_close(pulls[:, 0], pulls[:, 1], rtol=1e-6, atol=0)
+    torch.testing.assert_close(pulls[:, 0], pulls[:, 1], rtol=2e-6, atol=0)
 
 
-def test_param_norm_measures_every_n_updates_into_a_moving_average():
-    learner = _param_norm_learner(every=2)
+@pytest.mark.parametrize("kernels", ["torch", "numpy"])
+def test_param_norm_measures_every_n_updates_into_a_moving_average(kernels):
+    learner = _param_norm_learner(every=2, kernels=kernels)
     batches = [_control_batch(2), _control_batch(2, n=12)]
     first = _shared_norms(learner, batches[0])
     learner.update(batches[0])
@@ -275,14 +273,22 @@ def test_param_norm_measures_every_n_updates_into_a_moving_average():
     learner.update(batches[0])
     pull = first * PULL_DECAY + second * (1 - PULL_DECAY)
     assert learner.task_weights.measurements == 2
-    torch.testing.assert_close(learner.task_weights.pull, pull, rtol=1e-6, atol=0)
-    torch.testing.assert_close(learner.task_weights.weight, equalising_factors(pull), rtol=0, atol=0)
+    torch.testing.assert_close(learner.task_weights.pull, pull, rtol=2e-6, atol=0)
+    weights = learner.task_weights
+    torch.testing.assert_close(weights.weight, equalising_factors(weights.pull), rtol=0, atol=0)
+    torch.testing.assert_close(weights.weight, equalising_factors(pull), rtol=2e-6, atol=0)
 
 
 def test_param_norm_leaves_frozen_shared_layers_alone():
     weights = ParamNormWeights(2, 3, every=1, device=torch.device("cpu"))
     weights.measure(torch.ones(2, 3), [])
     assert weights.measurements == 0 and torch.equal(weights.weight, torch.ones(2, 3))
+    for kernels in ("torch", "numpy"):  # a transfer with frozen shared layers: nothing measured
+        learner = _param_norm_learner(every=1, kernels=kernels)
+        set_shared_trainable(learner.online, False)
+        learner.update(_control_batch(2))
+        assert learner.task_weights.measurements == 0
+        assert torch.equal(learner.task_weights.weight, torch.ones(2, 2))
 
 
 def test_param_norm_resumes_with_its_weights(tmp_path):

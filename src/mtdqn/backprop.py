@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from mtdqn.nets import MultiTaskQNetwork
+from mtdqn.task_balance import feature_norm_scales
 
 _ACTIVATE = {
     "relu": torch.Tensor.relu_,
@@ -158,21 +159,50 @@ class ManualBackprop:
             x = y_np
         return out.tensors[-1]
 
-    def backward(self, obs: torch.Tensor, grad_q: torch.Tensor) -> None:
+    def backward(self, obs: torch.Tensor, grad_q: torch.Tensor, equal_feature_pull: bool = False) -> None:
         """Gradients of the loss whose derivative by the online Q values of :meth:`forward` (``which``
-        ``online``, on the same ``obs``) is ``grad_q`` ``(S, T, B, A_max)``."""
+        ``online``, on the same ``obs``) is ``grad_q`` ``(S, T, B, A_max)``. ``equal_feature_pull``
+        (``feature-norm``): each (member, task) block of the gradient at the shared features is rescaled
+        by :func:`mtdqn.task_balance.feature_norm_scales` on its way down."""
+        self._backward(obs, grad_q, equal_feature_pull, None)
+
+    def task_gradient_norms(self, obs: torch.Tensor, grad_q: torch.Tensor) -> torch.Tensor:
+        """``(S, T)``: the norm of each task's part of the gradient of :meth:`backward` on the trainable
+        shared parameters (the ``param-norm`` measurement). Rows of different tasks never mix in the network,
+        so task t's part is its own rows' product at each shared layer. ``.grad`` is left as it is."""
+        sq_norms = torch.zeros(self.shape[:2])
+        self._backward(obs, grad_q, False, sq_norms)
+        return sq_norms.sqrt_()
+
+    def _backward(
+        self, obs: torch.Tensor, grad_q: torch.Tensor, equal_feature_pull: bool, sq_norms: torch.Tensor | None
+    ) -> None:
+        """The backward of :meth:`backward`; with ``sq_norms`` ``(S, T)`` instead: the squared per-task
+        gradient norms on the trainable shared parameters added into it (down to the first shared layer)."""
         s, t, n = self.shape
         self.grad_h.tensors[-1].copy_(grad_q)
+        first_shared = min(i for i, layer in enumerate(self.plan) if layer.role == "shared")
         for i in reversed(range(len(self.plan))):
             layer = self.plan[i]
             g, g_np = self.grad_h.tensors[i], self.grad_h.arrays[i]
+            if equal_feature_pull and i == self.net.feature_layer:
+                g.mul_(feature_norm_scales(g)[:, :, None, None])
             _activation_backward(g, self.h.tensors[i], layer.activation)
             x_np = self.h.arrays[i - 1] if i > 0 else obs.numpy()
             weight, bias = self.net.weights[i], self.net.biases[i]
             trainable = weight.requires_grad
-            weight.grad = self._grads[weight] if trainable else None
-            bias.grad = self._grads[bias] if trainable else None
-            if trainable:
+            if sq_norms is not None:
+                if layer.shared and trainable:  # task t's part: its own rows' product
+                    per_task = np.empty((s, t, layer.out_dim, layer.in_dim), dtype=np.float32)
+                    self._matmul(g_np.swapaxes(2, 3), x_np, per_task)
+                    sq_norms += torch.from_numpy(per_task).square().sum((2, 3))
+                    sq_norms += g.sum(2).square().sum(2)
+                if i == first_shared:
+                    break
+            else:
+                weight.grad = self._grads[weight] if trainable else None
+                bias.grad = self._grads[bias] if trainable else None
+            if trainable and sq_norms is None:
                 if layer.shared:
                     rows = g_np.reshape(s, t * n, -1)
                     self._matmul(rows.swapaxes(1, 2), x_np.reshape(s, t * n, -1), self._grad_arrays[weight])

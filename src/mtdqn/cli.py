@@ -338,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--task-balance-every",
         type=_positive_int,
         metavar="N",
-        help=f"param-norm: updates between two measurements of the tasks' gradient norms, each one backward "
-        f"per task (default: {L.task_balance_every})",
+        help=f"param-norm: updates between two measurements of the tasks' gradient norms, each an extra "
+        f"backward (one per task with --kernels torch) (default: {L.task_balance_every})",
     )
     _add_atari_options(train)
     run = train.add_argument_group("run")

@@ -130,10 +130,10 @@ class LearnerConfig:
     weights that equalise the tasks' gradient norms on the shared parameters (measured every
     ``task_balance_every`` updates). ``feature-norm``: each task's gradient at the shared features rescaled
     to the tasks' mean norm there in every update. :mod:`mtdqn.task_balance`; not in the paper or the
-    review. Multi-task runs; the torch kernels (``auto`` picks them). CLI ``--task-balance``."""
+    review. Multi-task runs, with either kernels. CLI ``--task-balance``."""
     task_balance_every: int = 100
     """``param-norm``: updates between two measurements of the tasks' gradient norms (each costs one backward
-    per task). CLI ``--task-balance-every``."""
+    per task with the torch kernels, one backward with the numpy kernels). CLI ``--task-balance-every``."""
 
 
 @dataclass
@@ -365,8 +365,6 @@ class Config:
                 "--task-balance balances the tasks' pull on the shared layers, and a single-task baseline "
                 "(--mode single) has none; drop --task-balance or use --mode multi"
             )
-        if self.learner.task_balance != "none" and self.learner.kernels == "numpy":
-            raise UserError("--task-balance runs with the torch kernels only; use --kernels auto (or torch)")
         if not 0.0 < self.learner.rmsprop_decay < 1.0:
             raise UserError(f"RMSProp decay is {self.learner.rmsprop_decay}; it must lie in (0, 1)")
         defaults = LearnerConfig()

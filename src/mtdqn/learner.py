@@ -154,7 +154,14 @@ class DQNLearner:
         t, b = q.shape[1:]
         scale = 1.0 / (b * t) if self.online.share else 1.0 / b
         dq = (q - y).clamp_(-delta, delta).mul_(scale)
-        self.manual.backward(batch.obs, torch.zeros_like(q_all).scatter_(-1, action, dq.unsqueeze(-1)))
+        grad_q = torch.zeros_like(q_all).scatter_(-1, action, dq.unsqueeze(-1))
+        if self.task_weights is not None:  # param-norm: measure when due, then dL/dQ of mean_t w_t L_t
+            if self.task_weights.due(self.n_updates) and any(
+                p.requires_grad for p in shared_parameters(self.online)
+            ):
+                self.task_weights.record(self.manual.task_gradient_norms(batch.obs, grad_q))
+            grad_q.mul_(self.task_weights.weight[:, :, None, None])
+        self.manual.backward(batch.obs, grad_q, equal_feature_pull=self.feature_hook is not None)
         return per_task, q
 
     @torch.no_grad()
@@ -208,19 +215,18 @@ def param_groups(online: torch.nn.Module, cfg: LearnerConfig) -> list[dict]:
 
 def resolve_kernels(cfg: LearnerConfig, online: torch.nn.Module) -> str:
     """``numpy`` or ``torch``: what ``cfg.kernels`` means for this network (``auto``: numpy for a float32
-    control network on the CPU without ``task_balance``, torch otherwise)."""
+    control network on the CPU, torch otherwise)."""
     manual_ok = (
         isinstance(online, MultiTaskQNetwork)
         and cfg.precision == "fp32"
-        and cfg.task_balance == "none"
         and online.action_mask.device.type == "cpu"
     )
     if cfg.kernels == "auto":
         return "numpy" if manual_ok else "torch"
     if cfg.kernels == "numpy" and not manual_ok:
         raise UserError(
-            "--kernels numpy runs the float32 update of a control network on the CPU without --task-balance "
-            "only; use --kernels auto (or torch) with --precision bf16, --task-balance, a GPU or Atari games"
+            "--kernels numpy runs the float32 update of a control network on the CPU only; "
+            "use --kernels auto (or torch) with --precision bf16, a GPU or Atari games"
         )
     return cfg.kernels
 

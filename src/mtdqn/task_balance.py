@@ -6,7 +6,8 @@ many times harder than the others (``mtdqn train --gradient-batches`` measures i
 
 ``param-norm``
     The joint loss becomes ``mean_t w_t L_t``: every ``task_balance_every`` updates, on that update's batch,
-    each task's gradient of ``L_t`` on the (trainable) shared parameters is taken (one backward per task),
+    each task's gradient of ``L_t`` on the (trainable) shared parameters is taken (with autograd one backward
+    per task; with the numpy kernels one backward, each task's part from its own rows),
     its norm enters a moving average ``m_t <- 0.9 m_t + 0.1 |g_t|`` (the first measurement sets it), and
     ``w_t = mean_t'(m_t') / m_t``. Between measurements the weights hold. The tasks' pulls on the shared
     parameters are then equal in norm (as of the last measurement; ``gradients.csv`` measures them); each
@@ -89,7 +90,11 @@ class ParamNormWeights:
         """Update ``pull`` and ``weight`` from the per-task losses ``(S, T)`` of a batch (graph kept)."""
         if not params:  # every shared layer frozen (a transfer): nothing to balance
             return
-        norm = per_task_gradients(per_task, params, keep_graph=True).norm(dim=-1)
+        self.record(per_task_gradients(per_task, params, keep_graph=True).norm(dim=-1))
+
+    def record(self, norm: torch.Tensor) -> None:
+        """Update ``pull`` and ``weight`` from measured per-task gradient norms ``(S, T)``."""
+        norm = norm.to(self.pull.device)
         self.pull = norm if self.measurements == 0 else self.pull * PULL_DECAY + norm * (1.0 - PULL_DECAY)
         self.measurements += 1
         self.weight = equalising_factors(self.pull)
