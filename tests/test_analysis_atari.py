@@ -15,7 +15,7 @@ from mtdqn.analysis.gradients import gradient_sharing, replay_batch, shared_para
 from mtdqn.analysis.render import FrameRenderer
 from mtdqn.analysis.rollout import StateSet, collect_states, load_agents
 from mtdqn.cli import main
-from mtdqn.runlog import GRADIENT_COLUMNS, read_metrics
+from mtdqn.runlog import EVALUATION_COLUMNS, GRADIENT_COLUMNS, read_metrics
 from mtdqn.seeding import derive_rng
 from mtdqn.train import Trainer
 
@@ -132,3 +132,6 @@ def test_cli_evaluate_scores_an_atari_run(atari_run: Path, capsys) -> None:
         ("Pong", 1),
         ("Breakout", 1),
     ]
+    saved = read_metrics(atari_run / "evaluations.csv", EVALUATION_COLUMNS)
+    assert list(saved["task_name"]) == ["Pong", "Breakout"] * 2 and set(saved["steps"]) == {50}
+    assert list(saved["return"]) == [row["return"] for row in report["tasks"]]

@@ -102,6 +102,20 @@ def test_train_evaluate_plot_end_to_end(tmp_path: Path) -> None:
     with (run / "metrics.csv").open() as f:
         last = [row for row in csv.DictReader(f) if row["epoch"] == "1"]
     assert [round(float(r["J"]), 10) for r in last] == [round(t["J"], 10) for t in scores["tasks"]]
+    # every evaluation is kept in evaluations.csv; the same one again replaces its rows
+    other = ["--steps", "20", "--epsilon", "0.5"]
+    for extra in (other, [*other, "--seed", "7"], other):
+        assert _run(["evaluate", str(run), *extra], tmp_path).returncode == 0
+    assert _run(["evaluate", str(run), "--steps", "25", "--no-save"], tmp_path).returncode == 0
+    with (run / "evaluations.csv").open() as f:
+        saved = list(csv.DictReader(f))
+    assert [(r["steps"], r["epsilon"], r["eval_seed"], r["task_name"]) for r in saved] == [
+        ("30", "0.0", "0", "CartPole-v1"), ("30", "0.0", "0", "mtdqn/CarOnHill-v0"),  # the --json one
+        ("20", "0.5", "7", "CartPole-v1"), ("20", "0.5", "7", "mtdqn/CarOnHill-v0"),
+        ("20", "0.5", "0", "CartPole-v1"), ("20", "0.5", "0", "mtdqn/CarOnHill-v0"),  # replaced: at the end
+    ]  # fmt: skip
+    assert [float(r["J"]) for r in saved[:2]] == [t["J"] for t in scores["tasks"]]
+    assert {r["epoch"] for r in saved} == {"1"} and {r["seed"] for r in saved} == {"0"}
     proc = _run(["plot", str(run)], tmp_path)
     assert proc.returncode == 0 and "learning_curves.png" in proc.stdout
 

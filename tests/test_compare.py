@@ -12,7 +12,7 @@ from conftest import TINY_TRAIN
 from scipy import stats
 
 from mtdqn.cli import main
-from mtdqn.runlog import GRADIENT_COLUMNS, METRIC_COLUMNS, MetricsTable
+from mtdqn.runlog import GRADIENT_COLUMNS, METRIC_COLUMNS, MetricsTable, save_evaluation
 
 
 def _write_run(
@@ -169,3 +169,31 @@ def test_real_runs(tmp_path: Path, capsys) -> None:
         last = [r for r in csv.DictReader(f) if r["epoch"] == "2" and r["task_name"] == "Acrobot-v1"]
     assert float(rows[("Acrobot-v1", "single")]["last_mean"]) == float(last[0]["return"])
     assert float(rows[("Acrobot-v1", "single")]["steps"]) == float(last[0]["env_steps"]) == 80
+
+
+def test_final_evaluation_is_the_latest_epochs_longest_last_evaluated(two_runs, tmp_path: Path) -> None:
+    a, b = two_runs
+
+    def evaluation(epoch: int, steps: int, eval_seeds: tuple[int, int], values: tuple[float, float]) -> list:
+        return [
+            {"epoch": epoch, "steps": steps, "epsilon": 0.05, "eval_seed": s, "member": m, "seed": 10 + m,
+             "task": 0, "task_name": "CartPole-v1", "J": v / 2, "return": v, "episodes": 3}
+            for m, (s, v) in enumerate(zip(eval_seeds, values, strict=True))
+        ]  # fmt: skip
+
+    save_evaluation(a, evaluation(3, 200, (10, 11), (1.0, 2.0)))
+    save_evaluation(a, evaluation(3, 50, (10, 11), (9.0, 9.0)))  # shorter
+    save_evaluation(a, evaluation(2, 1000, (10, 11), (7.0, 7.0)))  # an earlier checkpoint
+    save_evaluation(a, evaluation(3, 200, (5, 6), (3.0, 5.0)))  # the same again with other seeds: the latest
+    save_evaluation(a, evaluation(3, 50, (10, 11), (8.0, 8.0)))  # replaces the 9s
+    with (a / "evaluations.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 8
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
+    rows = _rows(out / "summary.csv")
+    ra = rows[("CartPole-v1", "a")]
+    assert ra["evaluation"] == "epoch 3, 200 steps, epsilon 0.05"
+    assert float(ra["evaluation_mean"]) == 4.0
+    assert float(ra["evaluation_ci95"]) == pytest.approx(_t(2) * np.std([3, 5], ddof=1) / math.sqrt(2))
+    assert rows[("Acrobot-v1", "a")]["evaluation"] == rows[("CartPole-v1", "b")]["evaluation"] == ""
+    assert "4 ± " in (out / "summary.md").read_text()

@@ -438,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_nonneg_int, help="seed of the evaluation environments (default: the run's)"
     )
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ev.add_argument(
+        "--no-save",
+        action="store_true",
+        help="do not add the result to RUN/evaluations.csv (by default every evaluation is kept there, one "
+        "row per member and task; running the same evaluation again replaces its rows)",
+    )
 
     plot = sub.add_parser(
         "plot",
@@ -884,6 +890,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from mtdqn.runlog import save_evaluation
     from mtdqn.train import Trainer
 
     trainer = Trainer.load(Path(args.run_dir), progress=False, replay=False)  # weights suffice
@@ -901,10 +908,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         job.seeds = [args.seed + k for k in range(len(job.seeds))]
     result = job.run()
     seeds = trainer.seeds
-    rows = [
+    records = [
         {
-            "task": spec.name,
+            "epoch": trainer.epoch,
+            "steps": job.n_steps,
+            "epsilon": job.epsilon,
+            "eval_seed": job.seeds[m],
+            "member": m,
             "seed": seed,
+            "task": t,
+            "task_name": spec.name,
             "J": float(result.j[m, t]),
             "return": float(result.ret[m, t]),
             "episodes": int(result.episodes[m, t]),
@@ -912,6 +925,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         for m, seed in enumerate(seeds)
         for t, spec in enumerate(trainer.specs)
     ]
+    if not args.no_save:
+        print(f"saved in {save_evaluation(Path(args.run_dir), records)}", file=sys.stderr)
+    shown = ("seed", "J", "return", "episodes")
+    rows = [{"task": r["task_name"], **{k: r[k] for k in shown}} for r in records]
     if args.json:
         print(json.dumps({"epoch": trainer.epoch, "steps": job.n_steps, "tasks": rows}, indent=2))
         return

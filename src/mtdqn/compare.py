@@ -16,7 +16,9 @@ Per task and run, over the run's seeds (members): the score at its last evaluati
 the average score over the run (trapezoidal area under the curve over learning steps, divided by the steps
 it spans: comparable between runs of the same length), and, for every run but the baseline, the difference
 of the recent means from the baseline run's and Welch's p (two or more seeds on both sides). With
-gradients: the task's mean share of the joint gradient over the measurements after epoch 0.
+gradients: the task's mean share of the joint gradient over the measurements after epoch 0. With
+``evaluations.csv`` (``mtdqn evaluate``): the final evaluation, that of the latest checkpoint with the most
+steps (often longer than the per-epoch evaluations).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from mtdqn.experiment_report import (
     welch_p,
     write_summary_csv,
 )
-from mtdqn.runlog import GRADIENT_COLUMNS, atomic_write_bytes, read_metrics, safe_name
+from mtdqn.runlog import EVALUATION_COLUMNS, GRADIENT_COLUMNS, atomic_write_bytes, read_metrics, safe_name
 
 METRICS = ("return", "J")
 """Scores a comparison can be made on: the undiscounted return or the paper's discounted J."""
@@ -66,6 +68,9 @@ class RunSeries:
     path: Path
     scores: dict[str, Series]
     shares: dict[str, Series] = field(default_factory=dict)
+    evaluation: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per task, each member's score in the run's final ``mtdqn evaluate`` (:func:`final_evaluation`)."""
+    evaluation_setting: str = ""
 
 
 def _series(cols: dict[str, np.ndarray], task: str, key: str, steps_of: dict[int, float]) -> Series | None:
@@ -109,12 +114,36 @@ def read_run(path: Path, label: str, metric: str) -> RunSeries:
         scores[task] = _series(cols, task, metric, steps_of)
         if g is not None and task in set(g["task_name"]):
             shares[task] = _series(g, task, "contribution", steps_of)
+    evaluation, setting = final_evaluation(path / "evaluations.csv", metric)
     return RunSeries(
         label=label,
         path=path,
         scores={t: s for t, s in scores.items() if s is not None},
         shares={t: s for t, s in shares.items() if s is not None},
+        evaluation=evaluation,
+        evaluation_setting=setting,
     )
+
+
+def final_evaluation(path: Path, metric: str) -> tuple[dict[str, np.ndarray], str]:
+    """From a run's ``evaluations.csv``: per task, each member's ``metric`` in the evaluation of the latest
+    epoch with the most steps (of those, the epsilon evaluated last, its latest rows), and that setting."""
+    if not path.is_file():
+        return {}, ""
+    e = read_metrics(path, EVALUATION_COLUMNS)
+    if e["epoch"].size == 0:
+        return {}, ""
+    latest = e["epoch"] == e["epoch"].max()
+    longest = latest & (e["steps"] == e["steps"][latest].max())
+    last = int(np.flatnonzero(longest)[-1])
+    chosen = np.flatnonzero(longest & (e["epsilon"] == e["epsilon"][last]))
+    final: dict[tuple[str, int], float] = {}
+    for i in chosen:  # the last row of each (task, member): the latest `mtdqn evaluate` of this setting
+        final[(str(e["task_name"][i]), int(e["member"][i]))] = float(e[metric][i])
+    tasks = dict.fromkeys(task for task, _ in final)
+    values = {t: np.array([v for (task, _), v in sorted(final.items()) if task == t]) for t in tasks}
+    setting = f"epoch {int(e['epoch'][last])}, {int(e['steps'][last])} steps, epsilon {e['epsilon'][last]:g}"
+    return values, setting
 
 
 def default_labels(paths: list[Path]) -> list[str]:
@@ -193,6 +222,9 @@ def summarize(runs: list[RunSeries], recent: int, baseline: str | None) -> list[
                 "d_recent_vs_baseline": math.nan,
                 "p_recent_vs_baseline": math.nan,
                 "share_mean": math.nan,
+                "evaluation": run.evaluation_setting if task in run.evaluation else "",
+                "evaluation_mean": mean(run.evaluation.get(task)),
+                "evaluation_ci95": ci95(run.evaluation.get(task)),
             }
             other = base.scores.get(task) if base is not None and base is not run else None
             if other is not None:
@@ -210,9 +242,11 @@ def summarize(runs: list[RunSeries], recent: int, baseline: str | None) -> list[
 def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) -> str:
     """The summary as one Markdown table (``mean ± 95% half-width`` over a run's seeds)."""
     shares = any(not math.isnan(float(r["share_mean"])) for r in rows)  # type: ignore[arg-type]
+    evaluations = any(r["evaluation"] for r in rows)
     head = ["task", "run", "seeds", "steps", f"{metric} last", f"{metric} last {recent}", "best (at steps)"]
     head += ["average over the run", f"Δ last {recent} vs baseline (p)"]
     head += ["gradient share"] if shares else []
+    head += ["final evaluation"] if evaluations else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         d = r["d_recent_vs_baseline"]
@@ -229,6 +263,9 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
             versus,
         ]
         cells += [format_num(r["share_mean"], 2)] if shares else []
+        if evaluations:
+            final = format_pm(r["evaluation_mean"], r["evaluation_ci95"])
+            cells.append(f"{final} ({r['evaluation']})" if r["evaluation"] else "")
         lines.append("| " + " | ".join(cells) + " |")
     baseline = next((str(r["baseline"]) for r in rows if r["baseline"]), "none")
     notes = [
@@ -242,6 +279,11 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
     if shares:
         notes[-1] += " Gradient share: the task's mean share of the joint gradient on the shared layers over "
         notes[-1] += "the measurements after epoch 0 (runs trained with --gradient-batches)."
+    if evaluations:
+        notes[-1] += (
+            " Final evaluation: the run's `mtdqn evaluate` of its latest checkpoint with the most steps "
+            "(evaluations.csv)."
+        )
     return "\n".join(lines + notes) + "\n"
 
 

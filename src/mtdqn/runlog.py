@@ -3,6 +3,7 @@
     runs/<name>/config.json      resolved configuration, seed, package and library versions
     runs/<name>/metrics.csv      one row per (epoch, member, task)
     runs/<name>/gradients.csv    with --gradient-batches: each task's pull on the shared layers per epoch
+    runs/<name>/evaluations.csv  the results of mtdqn evaluate (longer or other evaluations of a checkpoint)
     runs/<name>/tb/              TensorBoard scalars per task
     runs/<name>/plots/*.png      learning curves (one per task, and all tasks side by side)
     runs/<name>/checkpoint.pt    everything needed to resume after the last completed epoch
@@ -64,6 +65,11 @@ GRADIENT_COLUMNS = [
 ]
 """gradients.csv (``run.gradient_batches``): :mod:`mtdqn.analysis.gradients`'s numbers after each epoch's
 learning; ``nan`` where undefined (a task whose gradient on the shared layers is zero; one batch's halves)."""
+EVALUATION_COLUMNS = ["epoch", "steps", "epsilon", "eval_seed", "member", "seed", "task", "task_name"]
+EVALUATION_COLUMNS += ["J", "return", "episodes"]
+"""evaluations.csv (``mtdqn evaluate``): one row per (evaluation, member, task); an evaluation is its
+checkpoint epoch, steps per task, epsilon and the member's evaluation seed (``seed`` is the member's)."""
+EVALUATION_KEY = ("epoch", "steps", "epsilon", "eval_seed", "member", "task")
 CHECKPOINT_FORMAT = 1
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -180,6 +186,23 @@ class MetricsTable:
 
     def evaluated_epochs(self) -> set[int]:
         return {int(float(r["epoch"])) for r in self.rows}
+
+
+def save_evaluation(run_dir: Path, rows: list[dict[str, Any]]) -> Path:
+    """Add the rows of one ``mtdqn evaluate`` to ``run_dir/evaluations.csv`` (atomically), replacing the rows
+    of the same evaluation (:data:`EVALUATION_KEY`) if it was run before (it gives the same numbers)."""
+    path = run_dir / "evaluations.csv"
+    table = MetricsTable(path, EVALUATION_COLUMNS)
+    if path.is_file():
+        table.rows = _read_metric_rows(path, EVALUATION_COLUMNS)
+
+    def key(row: dict[str, Any]) -> tuple[float, ...]:
+        return tuple(float(row[k]) for k in EVALUATION_KEY)
+
+    new = {key(r) for r in rows}
+    table.rows = [r for r in table.rows if key(r) not in new]
+    table.append(rows)
+    return path
 
 
 def read_metrics(path: Path, columns: list[str] = METRIC_COLUMNS) -> dict[str, np.ndarray]:
