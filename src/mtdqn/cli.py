@@ -619,7 +619,8 @@ def _add_compare_parser(sub) -> None:
     cmp = sub.add_parser(
         "compare",
         help="compare runs side by side (curves against learning steps, a summary table)",
-        description="Compare runs from their metrics.csv (and gradients.csv): per task (matched by name) "
+        description="Compare runs from their metrics.csv (and gradients.csv, evaluations.csv): per task "
+        "(matched by name) "
         "each run's score against learning steps per task, a population's mean and 95%% t-interval over "
         "its seeds; writes OUT/curves.png, OUT/summary.csv and OUT/summary.md and prints the table. Runs "
         "still training are compared on the epochs they have finished.",

@@ -36,6 +36,7 @@ from mtdqn.experiment_report import (
     format_num,
     format_p,
     format_pm,
+    legend_below,
     mean,
     save_png,
     welch_p,
@@ -323,14 +324,7 @@ def plot_comparison(runs: list[RunSeries], metric: str, path: Path) -> Path:
         axes[-1, col].xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1.5M
         for ax in axes[:, col]:
             ax.grid(alpha=0.3)
-    handles, labels = [], []
-    for ax in axes[0]:
-        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles.append(h)
-                labels.append(label)
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05 * math.ceil(len(labels) / 3) / n_rows, 1, 1))
+    legend_below(fig, axes[0], columns=3, row_height=0.05 / n_rows)
     return save_png(fig, path)
 
 

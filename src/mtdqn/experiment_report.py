@@ -349,16 +349,22 @@ def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, o
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         draw(ax, task)
+    legend_below(fig, axes[0], columns=4, row_height=0.06)
+    written.append(save_png(fig, out_dir / "learning_curves.png"))
+    return written
+
+
+def legend_below(fig, axes, columns: int, row_height: float) -> None:
+    """One legend under the figure for the labelled lines of ``axes`` (each label once), the layout
+    tightened above it (``row_height``: the fraction of the figure's height one legend row takes)."""
     handles, labels = [], []
-    for ax in axes[0]:
+    for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             if label not in labels:
                 handles.append(h)
                 labels.append(label)
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / 4), 1, 1))
-    written.append(save_png(fig, out_dir / "learning_curves.png"))
-    return written
+    fig.legend(handles, labels, loc="lower center", ncol=min(columns, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, row_height * math.ceil(len(labels) / columns), 1, 1))
 
 
 def draw_band(
