@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -197,3 +198,44 @@ def test_final_evaluation_is_the_latest_epochs_longest_last_evaluated(two_runs, 
     assert float(ra["evaluation_ci95"]) == pytest.approx(_t(2) * np.std([3, 5], ddof=1) / math.sqrt(2))
     assert rows[("Acrobot-v1", "a")]["evaluation"] == rows[("CartPole-v1", "b")]["evaluation"] == ""
     assert "4 ± " in (out / "summary.md").read_text()
+
+
+def _write_experiment(folder: Path, arms: dict[str, np.ndarray], steps_per_epoch: dict[str, int]) -> None:
+    """An experiment folder: experiment.json with the arms' epoch sizes and results.csv holding
+    ``arms[arm][seed, epoch]`` as the return (J halved) of task Cart-Pole, seeds 0.. split over two groups."""
+    folder.mkdir(parents=True)
+    arm_list = [{"name": a, "config": {"run": {"steps_per_epoch": n}}} for a, n in steps_per_epoch.items()]
+    manifest = {"arms": arm_list}
+    (folder / "experiment.json").write_text(json.dumps(manifest))
+    lines = ["arm,seed,task,task_index,epoch,J,return,episodes,group"]
+    for arm, values in arms.items():
+        for seed, curve in enumerate(values):
+            for epoch, v in enumerate(curve):
+                lines.append(f"{arm},{seed},Cart-Pole,0,{epoch},{v / 2},{v},3,{arm}-group{seed % 2}")
+    (folder / "results.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_an_experiment_folder_stands_for_its_arms(tmp_path: Path, two_runs: tuple[Path, Path]) -> None:
+    exp = tmp_path / "experiments" / "e"
+    _write_experiment(exp, {"MDQN": B_CART, "DQN": A_CART}, {"MDQN": 150, "DQN": 100})
+    out = tmp_path / "cmp"
+    args = ["compare", str(exp), str(two_runs[0]), "--baseline", "e/DQN", "--last", "2", "--out", str(out)]
+    assert main(args) == 0
+    rows = _rows(out / "summary.csv")
+    assert list(rows) == [("Cart-Pole", "e/MDQN"), ("Cart-Pole", "e/DQN"), ("CartPole-v1", "a"),
+                          ("Acrobot-v1", "a")]  # fmt: skip
+    mdqn = rows[("Cart-Pole", "e/MDQN")]
+    assert float(mdqn["n"]) == 3 and float(mdqn["steps"]) == 300  # 2 epochs of 150 steps, both groups' seeds
+    assert float(mdqn["recent_mean"]) == pytest.approx(40.0)  # as run b, which holds the same numbers
+    assert float(mdqn["d_recent_vs_baseline"]) == pytest.approx(40.0 - 35.0)
+    assert main(["compare", str(exp), "--metric", "J", "--label", "x", "--out", str(out)]) == 0
+    assert float(_rows(out / "summary.csv")[("Cart-Pole", "x/MDQN")]["last_mean"]) == pytest.approx(50.0 / 2)
+
+
+def test_an_unfinished_experiment_is_refused(tmp_path: Path, capsys) -> None:
+    exp = tmp_path / "e"
+    _write_experiment(exp, {"MDQN": B_CART}, {"MDQN": 150})
+    (exp / "results.csv").unlink()
+    assert main(["compare", str(exp), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "has no finished experiment" in err and f"{exp}/runs/" in err and len(err.splitlines()) == 1

@@ -625,7 +625,12 @@ def _add_compare_parser(sub) -> None:
         "its seeds; writes OUT/curves.png, OUT/summary.csv and OUT/summary.md and prints the table. Runs "
         "still training are compared on the epochs they have finished.",
     )
-    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run folders (of mtdqn train or mtdqn transfer)")
+    cmp.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run folders (of mtdqn train or mtdqn transfer), or finished experiment folders (their arms)",
+    )
     cmp.add_argument(
         "--label",
         action="append",

@@ -7,9 +7,11 @@
     DIR/summary.md    the same as a table (also printed)
 
 Everything is read from the runs' ``metrics.csv`` (and ``gradients.csv``), so a run still training can be
-compared with the epochs it has finished. Tasks are matched by name (``task_name``), so a single-task run
-of Pong lines up with Pong inside a multi-task run. The x axis is the learning steps per task
-(``env_steps``, 0 at the evaluation of the untrained network), so runs with different epoch sizes line up.
+compared with the epochs it has finished. A finished experiment folder stands for all its arms (from its
+``results.csv``, each arm with all its seeds, labelled ``<label>/<arm>``). Tasks are matched by name
+(``task_name``), so a single-task run of Pong lines up with Pong inside a multi-task run. The x axis is the
+learning steps per task (``env_steps``, 0 at the evaluation of the untrained network), so runs with
+different epoch sizes line up.
 
 Per task and run, over the run's seeds (members): the score at its last evaluation, the mean of its last
 ``recent`` evaluations (a single seed's last evaluation is noisy), the best evaluation of the mean curve,
@@ -38,11 +40,13 @@ from mtdqn.experiment_report import (
     format_pm,
     legend_below,
     mean,
+    read_results,
     save_png,
     welch_p,
     write_summary_csv,
 )
 from mtdqn.runlog import EVALUATION_COLUMNS, GRADIENT_COLUMNS, atomic_write_bytes, read_metrics, safe_name
+from mtdqn.runner import MANIFEST, RESULTS, read_manifest
 
 METRICS = ("return", "J")
 """Scores a comparison can be made on: the undiscounted return or the paper's discounted J."""
@@ -147,6 +151,29 @@ def final_evaluation(path: Path, metric: str) -> tuple[dict[str, np.ndarray], st
     return values, setting
 
 
+def read_experiment(folder: Path, prefix: str, metric: str) -> list[RunSeries]:
+    """Every arm of an experiment folder, from its ``results.csv``, as one run labelled ``prefix/arm`` (all of
+    the arm's seeds, whatever groups they were trained in; learning steps = epoch x the arm's epoch size)."""
+    manifest = read_manifest(folder)
+    if manifest is None or not (folder / RESULTS).is_file():
+        raise UserError(
+            f"{folder} has no finished experiment ({RESULTS} is written when every group is done); "
+            f"give its run folders ({folder}/runs/...) to compare the groups finished so far"
+        )
+    results = read_results(folder / RESULTS, metric)
+    steps = {arm["name"]: int(arm["config"]["run"]["steps_per_epoch"]) for arm in manifest["arms"]}
+    arms = dict.fromkeys(arm for per_arm in results.values() for arm in per_arm)
+    runs = []
+    for arm in arms:
+        scores = {
+            task: Series(cur.seeds, cur.epochs, (cur.epochs * steps[arm]).astype(np.float64), cur.values)
+            for task, per_arm in results.items()
+            if (cur := per_arm.get(arm)) is not None
+        }
+        runs.append(RunSeries(label=f"{prefix}/{arm}", path=folder, scores=scores))
+    return runs
+
+
 def default_labels(paths: list[Path]) -> list[str]:
     """Each run's folder name; the path as given where two folders share a name."""
     names = [p.name or str(p) for p in paths]
@@ -163,10 +190,15 @@ def read_runs(paths: list[Path], labels: list[str] | None, metric: str) -> list[
             "give one per run, in the same order"
         )
     labels = labels if labels is not None else default_labels(paths)
-    twice = [x for x in dict.fromkeys(labels) if labels.count(x) > 1]
+    runs = []
+    for path, label in zip(paths, labels, strict=True):
+        experiment = (path / MANIFEST).is_file() and not (path / "metrics.csv").is_file()
+        runs += read_experiment(path, label, metric) if experiment else [read_run(path, label, metric)]
+    named = [r.label for r in runs]
+    twice = [x for x in dict.fromkeys(named) if named.count(x) > 1]
     if twice:
         raise UserError(f"two runs are labelled {twice[0]!r}; give each run once, or a --label per run")
-    return [read_run(p, label, metric) for p, label in zip(paths, labels, strict=True)]
+    return runs
 
 
 # --- numbers ---------------------------------------------------------------------------------------------

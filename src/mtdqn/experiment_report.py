@@ -59,8 +59,9 @@ class Curves:
 # --- reading ---------------------------------------------------------------------------------------------
 
 
-def read_results(path: Path) -> dict[str, dict[str, Curves]]:
-    """results.csv as ``{task: {arm: Curves}}``, tasks and arms in order of first appearance."""
+def read_results(path: Path, metric: str = "J") -> dict[str, dict[str, Curves]]:
+    """results.csv as ``{task: {arm: Curves}}`` of ``metric`` (``J`` or ``return``), tasks and arms in order
+    of first appearance."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist; give an experiment folder that holds a {RESULTS}")
@@ -71,7 +72,7 @@ def read_results(path: Path) -> dict[str, dict[str, Curves]]:
     try:
         for row in csv.DictReader(io.StringIO(text, newline="")):
             by_seed = table.setdefault(row["task"], {}).setdefault(row["arm"], {})
-            by_seed.setdefault(int(row["seed"]), {})[int(row["epoch"])] = float(row["J"])
+            by_seed.setdefault(int(row["seed"]), {})[int(row["epoch"])] = float(row[metric])
     except (KeyError, ValueError, TypeError, csv.Error) as exc:
         raise UserError(f"{path} is not an experiment results file ({exc!r}); {REGENERATE}") from None
     if not table:
