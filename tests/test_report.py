@@ -216,3 +216,16 @@ def test_a_cut_off_or_incomplete_results_file_is_named_with_the_fix(tmp_path: Pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err and "baseline" not in err
     assert "running the same `mtdqn experiment` command again" in err
+
+
+def test_the_report_names_the_settings_changed_with_set(tmp_path: Path) -> None:
+    folder = _with_manifest(_write_results(tmp_path / "exp", last_epoch=3), last_epoch=3)
+    assert "--set" not in make_report(folder, use_reference=False).read_text()  # no overrides: no line
+    manifest = json.loads((folder / "experiment.json").read_text())
+    manifest["overrides"] = {"learner.task_balance": "param-norm", "run.eval_steps": "30"}
+    (folder / "experiment.json").write_text(json.dumps(manifest))
+    text = make_report(folder, use_reference=False).read_text()
+    assert (
+        "**Settings changed with `--set`: `learner.task_balance=param-norm`, `run.eval_steps=30`** "
+        "(`learner.task_balance`: multi-task arms only); the published curves were made without them."
+    ) in text

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mtdqn.errors import UserError
+from mtdqn.experiments import MULTI_TASK_ONLY
 from mtdqn.reference import find_reference, load_published
 from mtdqn.runlog import atomic_write_bytes, safe_name, t_half_width
 from mtdqn.runner import MANIFEST, PARTIAL, RESULTS, gather_finished, read_manifest
@@ -454,6 +455,16 @@ def make_report(
         + "."
     )
     lines.append("")
+    if manifest.get("overrides"):  # --set: the arms differ from the registered experiment's
+        overrides = manifest["overrides"]
+        settings = ", ".join(f"`{key}={value}`" for key, value in overrides.items())
+        multi_only = [f"`{key}`" for key in overrides if key in MULTI_TASK_ONLY]
+        scope = f" ({', '.join(multi_only)}: multi-task arms only)" if multi_only else ""
+        lines += [
+            f"**Settings changed with `--set`: {settings}**{scope}; the published curves were made without "
+            "them.",
+            "",
+        ]
     if ref is None:
         lines.append(
             "Published curves: not found (set MTDQN_REFERENCE to the reference folder, or place it at "

@@ -341,21 +341,21 @@ def parse_override(text: str) -> tuple[str, str]:
     return key, value.strip()
 
 
-_MULTI_TASK_ONLY = ("run.gradient_batches", "learner.task_balance")
+MULTI_TASK_ONLY = ("run.gradient_batches", "learner.task_balance")
 """Settings about the shared layers: a single-task arm of an experiment keeps its default (checked all the
 same), so that ``--set learner.task_balance=param-norm`` balances the MDQN arm against a plain DQN."""
 
 
 def apply_overrides(config: Config, overrides: dict[str, str]) -> Config:
     """``config`` with each ``section.field`` set to its value, converted to the field's current type
-    (the settings of ``_MULTI_TASK_ONLY`` on the multi-task arms only)."""
+    (the settings of ``MULTI_TASK_ONLY`` on the multi-task arms only)."""
     for key, text in overrides.items():
         section, name = key.split(".", 1)
         part = getattr(config, section)
         value = _convert(key, text, getattr(part, name))
         if key == "learner.task_balance" and value not in TASK_BALANCES:
             raise UserError(f"--set {key}={text}: use one of {', '.join(TASK_BALANCES)}")
-        if key in _MULTI_TASK_ONLY and config.mode != "multi":
+        if key in MULTI_TASK_ONLY and config.mode != "multi":
             continue
         setattr(config, section, dataclasses.replace(part, **{name: value}))
     return config
