@@ -191,23 +191,22 @@ class ManualBackprop:
             x_np = self.h.arrays[i - 1] if i > 0 else obs.numpy()
             weight, bias = self.net.weights[i], self.net.biases[i]
             trainable = weight.requires_grad
-            if sq_norms is not None:
-                if layer.shared and trainable:  # task t's part: its own rows' product
+            if sq_norms is not None:  # the measurement: task t's part of a shared layer's gradient
+                if layer.shared and trainable:  # is the product of its own rows
                     per_task = np.empty((s, t, layer.out_dim, layer.in_dim), dtype=np.float32)
                     self._matmul(g_np.swapaxes(2, 3), x_np, per_task)
                     sq_norms += torch.from_numpy(per_task).square().sum((2, 3))
                     sq_norms += g.sum(2).square().sum(2)
                 if i == first_shared:
-                    break
+                    return
             else:
                 weight.grad = self._grads[weight] if trainable else None
                 bias.grad = self._grads[bias] if trainable else None
-            if trainable and sq_norms is None:
-                if layer.shared:
+                if trainable and layer.shared:
                     rows = g_np.reshape(s, t * n, -1)
                     self._matmul(rows.swapaxes(1, 2), x_np.reshape(s, t * n, -1), self._grad_arrays[weight])
                     torch.sum(g.view(s, t * n, -1), dim=1, keepdim=True, out=bias.grad)
-                else:
+                elif trainable:
                     self._matmul(g_np.swapaxes(2, 3), x_np, self._grad_arrays[weight])
                     torch.sum(g, dim=2, keepdim=True, out=bias.grad)
             if i == 0:
