@@ -239,3 +239,8 @@ def test_an_unfinished_experiment_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["compare", str(exp), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "has no finished experiment" in err and f"{exp}/runs/" in err and len(err.splitlines()) == 1
+    _write_experiment(tmp_path / "f", {"MDQN": B_CART}, {"MDQN": 150})
+    (tmp_path / "f" / "experiment.json").write_text(json.dumps({"arms": [{"name": "MDQN"}]}))
+    assert main(["compare", str(tmp_path / "f"), "--out", str(tmp_path / "o")]) == 2
+    assert "lacks the arms' epoch sizes (edited?)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

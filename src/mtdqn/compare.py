@@ -161,7 +161,12 @@ def read_experiment(folder: Path, prefix: str, metric: str) -> list[RunSeries]:
             f"give its run folders ({folder}/runs/...) to compare the groups finished so far"
         )
     results = read_results(folder / RESULTS, metric)
-    steps = {arm["name"]: int(arm["config"]["run"]["steps_per_epoch"]) for arm in manifest["arms"]}
+    try:
+        steps = {arm["name"]: int(arm["config"]["run"]["steps_per_epoch"]) for arm in manifest["arms"]}
+    except (KeyError, TypeError, ValueError):
+        raise UserError(
+            f"{folder / MANIFEST} lacks the arms' epoch sizes (edited?); give the experiment's run folders"
+        ) from None
     arms = dict.fromkeys(arm for per_arm in results.values() for arm in per_arm)
     runs = []
     for arm in arms:
