@@ -185,6 +185,33 @@ def test_an_experiment_from_before_kernels_continues_with_torch_kernels_only(
     assert capsys.readouterr().err.count("complete, kept") == 4
 
 
+def test_an_experiment_from_before_later_fields_continues(
+    finished: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Fields added to the configuration after an experiment was started (task balance, gradient batches)
+    take the values that reproduce it, so the same command keeps its finished groups."""
+    out = _copy_of(finished, tmp_path, monkeypatch)
+    manifest_path = out / "deramo-gym" / "experiment.json"
+    manifest = json.loads(manifest_path.read_text())
+    for arm in manifest["arms"]:  # as mtdqn wrote it before these fields
+        for key in ("task_balance", "task_balance_every", "task_balance_max_weight"):
+            del arm["config"]["learner"][key]
+        del arm["config"]["run"]["gradient_batches"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert _experiment(out) == 0
+    assert capsys.readouterr().err.count("complete, kept") == 4
+    for arm in manifest["arms"]:  # a param-norm experiment from before the bound on its weights
+        if arm["config"]["mode"] == "multi":
+            arm["config"]["learner"]["task_balance"] = "param-norm"
+    manifest["overrides"]["learner.task_balance"] = "param-norm"
+    manifest_path.write_text(json.dumps(manifest))
+    assert _experiment(out, "--set", "learner.task_balance=param-norm") == 2
+    assert "add --set learner.task_balance_max_weight=0 to continue it" in capsys.readouterr().err
+    bound = ["--set", "learner.task_balance_max_weight=0"]
+    assert _experiment(out, "--set", "learner.task_balance=param-norm", *bound) == 0
+    assert capsys.readouterr().err.count("complete, kept") == 4
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -165,6 +165,7 @@ def test_config_refusals_and_fingerprint():
     saved = plain.to_dict()
     del saved["learner"]["task_balance"]  # a run saved before the options: same fingerprint, resumable
     del saved["learner"]["task_balance_every"]
+    del saved["learner"]["task_balance_max_weight"]
     assert Config.from_dict(saved).learning_fingerprint() == plain.learning_fingerprint()
     balanced = Config(tasks=tasks, learner=LearnerConfig(task_balance="feature-norm"))
     balanced.validate()
@@ -198,9 +199,12 @@ def test_train_takes_the_flag_saves_it_and_refuses_it_where_it_cannot_apply(tmp_
     assert main([*base, "--task-balance", "feature-norm", "--name", "balanced"]) == 0
     saved = json.loads((tmp_path / "balanced" / "config.json").read_text())
     assert saved["config"]["learner"]["task_balance"] == "feature-norm"
-    assert main([*base, "--task-balance", "param-norm", "--task-balance-every", "5", "--name", "param"]) == 0
+    param = ["--task-balance", "param-norm", "--task-balance-every", "5", "--task-balance-max-weight", "4"]
+    assert main([*base, *param, "--name", "param"]) == 0
     saved = json.loads((tmp_path / "param" / "config.json").read_text())["config"]["learner"]
-    assert (saved["task_balance"], saved["task_balance_every"]) == ("param-norm", 5)
+    assert (saved["task_balance"], saved["task_balance_every"], saved["task_balance_max_weight"]) == (
+        "param-norm", 5, 4.0)  # fmt: skip
+    assert Trainer.load(tmp_path / "param", progress=False).learner.task_weights.max_weight == 4.0
     nets = [Trainer.load(tmp_path / k, progress=False).net.state_dict() for k in ("plain", "balanced")]
     assert not all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])  # it changes the learning
     assert main(["train", "--resume", str(tmp_path / "balanced"), "--epochs", "2"]) == 0
@@ -277,6 +281,43 @@ def test_param_norm_measures_every_n_updates_into_a_moving_average(kernels):
     weights = learner.task_weights
     torch.testing.assert_close(weights.weight, equalising_factors(weights.pull), rtol=0, atol=0)
     torch.testing.assert_close(weights.weight, equalising_factors(pull), rtol=2e-6, atol=0)
+
+
+def test_param_norm_weights_are_bounded():
+    norm = torch.tensor([[1e-9, 1.0, 3.0], [2.0, 2.0, 2.0]])  # a task whose gradient has all but vanished
+    bounded = ParamNormWeights(2, 3, every=1, device=torch.device("cpu"), max_weight=10.0)
+    bounded.record(norm)
+    mean = (1.0 + 1e-9 + 3.0) / 3
+    torch.testing.assert_close(bounded.weight, torch.tensor([[10.0, mean, mean / 3], [1.0, 1.0, 1.0]]))
+    unbounded = ParamNormWeights(2, 3, every=1, device=torch.device("cpu"))  # 0: runs saved before the bound
+    unbounded.record(norm)
+    assert unbounded.weight[0, 0].item() == pytest.approx(mean / 1e-9, rel=1e-5)  # ~1.3e9
+    state = bounded.state_dict()
+    again = ParamNormWeights(2, 3, every=1, device=torch.device("cpu"), max_weight=10.0)
+    again.load_state_dict(state)
+    assert torch.equal(again.weight, bounded.weight)
+
+
+def test_the_bound_is_saved_refused_when_nonsense_and_old_runs_load_unbounded(tmp_path, capsys):
+    tasks = small_config().tasks
+    param = Config(tasks=tasks, learner=LearnerConfig(task_balance="param-norm"))
+    assert param.learner.task_balance_max_weight == 10.0
+    saved = param.to_dict()
+    del saved["learner"]["task_balance_max_weight"]  # a param-norm run saved before the bound
+    old = Config.from_dict(saved)
+    assert old.learner.task_balance_max_weight == 0.0
+    no_bound = LearnerConfig(task_balance="param-norm", task_balance_max_weight=0)
+    unbounded = Config(tasks=tasks, learner=no_bound)
+    assert old.learning_fingerprint() == unbounded.learning_fingerprint() != param.learning_fingerprint()
+    for bad in (0.5, -1.0, float("nan"), float("inf")):
+        with pytest.raises(UserError, match="give a number of at least 1, or 0 for no bound"):
+            Config(tasks=tasks, learner=LearnerConfig(task_balance="param-norm", task_balance_max_weight=bad)
+                   ).validate()  # fmt: skip
+    base = ["train", "--task", "CartPole-v1", "--task", "Acrobot-v1", "--runs-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_:  # argparse's own refusal
+        main([*base, "--task-balance", "param-norm", "--task-balance-max-weight", "0.5"])
+    assert exit_.value.code == 2
+    assert "0.5 is not 0 (no bound) or a number of at least 1" in capsys.readouterr().err
 
 
 def test_param_norm_leaves_frozen_shared_layers_alone():

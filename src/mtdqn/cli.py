@@ -141,6 +141,7 @@ _EXPERIMENT_OPTIONS = [
     "kernels",
     "task_balance",
     "task_balance_every",
+    "task_balance_max_weight",
     "protocol",
     "noop_max",
     "sticky_actions",
@@ -340,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"param-norm: updates between two measurements of the tasks' gradient norms, each an extra "
         f"backward (one per task with --kernels torch) (default: {L.task_balance_every})",
+    )
+    learn.add_argument(
+        "--task-balance-max-weight",
+        type=_checked(float, lambda v: v == 0 or 1 <= v < math.inf, "0 (no bound) or a number of at least 1"),
+        metavar="W",
+        help=f"param-norm: the largest loss weight a task can get, so that a task whose gradient vanishes "
+        f"does not get an unbounded one; 0: no bound (default: {L.task_balance_max_weight:g})",
     )
     _add_atari_options(train)
     run = train.add_argument_group("run")
@@ -748,6 +756,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             kernels=args.kernels,
             task_balance=args.task_balance,
             task_balance_every=args.task_balance_every,
+            task_balance_max_weight=args.task_balance_max_weight,
         ),
         exploration=_pick(
             config.exploration,

@@ -134,6 +134,12 @@ class LearnerConfig:
     task_balance_every: int = 100
     """``param-norm``: updates between two measurements of the tasks' gradient norms (each costs one backward
     per task with the torch kernels, one backward with the numpy kernels). CLI ``--task-balance-every``."""
+    task_balance_max_weight: float = 10.0
+    """``param-norm``: the largest loss weight a task can get (0: no bound). Without a bound a task whose
+    gradient on the shared layers vanishes (a Mountain-Car whose values have settled at -1/(1-gamma) before it
+    ever reached the goal) gets an unbounded weight (1e11-1e18 measured on ``deramo-gym``). The smallest
+    weight is at least 1/T by construction. Runs saved before this field load with 0, their behaviour.
+    CLI ``--task-balance-max-weight``."""
 
 
 @dataclass
@@ -248,7 +254,8 @@ class Config:
                 raise UserError(f"the configuration has no {name!r} section; {_FILE_FIX}")
         data = dict(data)
         if isinstance(data["learner"], dict):
-            data["learner"] = {"kernels": "torch", **data["learner"]}
+            # fields added later, with the value that reproduces what runs saved before them did
+            data["learner"] = {"kernels": "torch", "task_balance_max_weight": 0.0, **data["learner"]}
         return _dataclass_from_json(cls, data, "")
 
     def learning_fingerprint(self) -> str:
@@ -271,6 +278,8 @@ class Config:
             data["atari_network"].pop("init")
         if self.learner.task_balance != "param-norm":  # read by param-norm only
             data["learner"].pop("task_balance_every")
+        if self.learner.task_balance != "param-norm" or not self.learner.task_balance_max_weight:
+            data["learner"].pop("task_balance_max_weight")  # param-norm runs saved before it: no bound
         defaults = LearnerConfig()
         for key in ("optimizer", "rmsprop_decay", "precision", "lr_fan_in", "task_balance"):
             if data["learner"][key] == getattr(defaults, key):
@@ -355,6 +364,11 @@ class Config:
         if self.learner.task_balance not in TASK_BALANCES:
             raise UserError(
                 f"unknown task balance {self.learner.task_balance!r}; use one of {', '.join(TASK_BALANCES)}"
+            )
+        max_weight = self.learner.task_balance_max_weight
+        if not (max_weight == 0 or 1 <= max_weight < math.inf):
+            raise UserError(
+                f"task_balance_max_weight is {max_weight}; give a number of at least 1, or 0 for no bound"
             )
         if self.learner.task_balance_every < 1:
             raise UserError(

@@ -63,7 +63,9 @@ class DQNLearner:
         # task_balance (None, None: the paper's joint loss as it is)
         self.feature_hook = equal_feature_pull if cfg.task_balance == "feature-norm" else None
         self.task_weights = (
-            ParamNormWeights(online.n_members, online.n_tasks, cfg.task_balance_every, device)
+            ParamNormWeights(
+                online.n_members, online.n_tasks, cfg.task_balance_every, device, cfg.task_balance_max_weight
+            )
             if cfg.task_balance == "param-norm"
             else None
         )

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mtdqn import __version__
+from mtdqn.config import Config
 from mtdqn.errors import UserError
 from mtdqn.experiments import HARDWARE_FIELDS, Arm, Experiment, RunOptions
 from mtdqn.runlog import atomic_write_bytes
@@ -126,6 +127,11 @@ def prepare_folder(folder: Path, manifest: dict[str, Any]) -> bool:
             hint = ""
             if key == "arms" and _kernels(old) == {"torch"} and _kernels(manifest) != {"torch"}:
                 hint = " (it predates --kernels; add --set learner.kernels=torch to continue it)"
+            elif key == "arms" and _max_weights(old) == {0.0} and _max_weights(manifest) != {0.0}:
+                hint = (
+                    " (its param-norm predates the bound on the weights; add "
+                    "--set learner.task_balance_max_weight=0 to continue it)"
+                )
             changes = _differences(before, now)
             shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
             raise UserError(
@@ -140,22 +146,46 @@ def _compared(manifest: dict[str, Any], key: str) -> Any:
     (``run.torch_threads`` and the like) may differ."""
     value = manifest.get(key)
     if key == "overrides" and value is not None:
-        # learner.kernels is compared through the arms' configurations, which record it
-        ignored = {f"run.{field}" for field in HARDWARE_FIELDS} | {"learner.kernels"}
+        # compared through the arms' configurations, which record them (and complete older ones)
+        ignored = {f"run.{field}" for field in HARDWARE_FIELDS}
+        ignored |= {"learner.kernels", "learner.task_balance_max_weight"}
         value = {name: v for name, v in value.items() if name not in ignored}
-    if key == "arms" and value is not None:  # arms saved before learner.kernels existed ran with torch
+    if key == "arms" and value is not None:
         value = json.loads(json.dumps(value))
         for arm in value:
-            learner = arm.get("config", {}).get("learner")
-            if learner is not None:
-                learner.setdefault("kernels", "torch")
+            if isinstance(arm.get("config"), dict):
+                arm["config"] = _completed(arm["config"])
     return value
+
+
+def _completed(described: dict[str, Any]) -> dict[str, Any]:
+    """An arm's configuration with the fields added to mtdqn after the manifest was written, at the values
+    that reproduce what the arm then did (as :meth:`Config.from_dict` reads an old ``config.json``:
+    ``learner.kernels`` torch, ``task_balance`` none, ...), so an older experiment can be continued."""
+    try:
+        full = Config.from_dict(described).to_dict()
+    except UserError:
+        return described  # not a configuration this version reads: compared as it is, and named if it differs
+    for key in ("seeds", *HARDWARE_FIELDS):  # left out of an arm's description (experiments._description)
+        full["run"].pop(key, None)
+    if full["learner"]["task_balance"] != "param-norm":  # settings of param-norm alone
+        for key in ("task_balance_every", "task_balance_max_weight"):
+            full["learner"].pop(key)
+    return full
 
 
 def _kernels(manifest: dict[str, Any]) -> set[str]:
     """The ``learner.kernels`` of the manifest's arms (``torch`` where not recorded)."""
     arms = _compared(manifest, "arms") or []
     return {arm["config"]["learner"]["kernels"] for arm in arms if "config" in arm}
+
+
+def _max_weights(manifest: dict[str, Any]) -> set[float]:
+    """The ``learner.task_balance_max_weight`` of the manifest's param-norm arms (0 where not recorded)."""
+    arms = _compared(manifest, "arms") or []
+    learners = [arm["config"]["learner"] for arm in arms if "config" in arm]
+    key = "task_balance_max_weight"
+    return {float(learner[key]) for learner in learners if key in learner}
 
 
 def _short(value: Any, limit: int = 60) -> str:

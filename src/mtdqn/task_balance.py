@@ -9,10 +9,12 @@ many times harder than the others (``mtdqn train --gradient-batches`` measures i
     each task's gradient of ``L_t`` on the (trainable) shared parameters is taken (with autograd one backward
     per task; with the numpy kernels one backward, each task's part from its own rows),
     its norm enters a moving average ``m_t <- 0.9 m_t + 0.1 |g_t|`` (the first measurement sets it), and
-    ``w_t = mean_t'(m_t') / m_t``. Between measurements the weights hold. The tasks' pulls on the shared
-    parameters are then equal in norm (as of the last measurement; ``gradients.csv`` measures them); each
-    task's heads and input layers get the same weight (Adam's step is nearly invariant to it). The moving
-    averages are saved with the learner (the weights follow from them).
+    ``w_t = min(mean_t'(m_t') / m_t, max_weight)`` (``task_balance_max_weight``, 10; a task whose gradient
+    vanishes would otherwise get an unbounded weight). Between measurements the weights hold. The tasks'
+    pulls on the shared parameters are then equal in norm (as of the last measurement, but for a task at the
+    bound; ``gradients.csv`` measures them); each task's heads and input layers get the same weight (Adam's
+    step is nearly invariant to it). The moving averages are saved with the learner (the weights follow
+    from them).
 ``feature-norm``
     In every update each task's gradient arriving at the shared features (its ``(B, F)`` block of the
     output of the last shared layer) is rescaled to the tasks' mean norm there. Stateless and free, but the
@@ -76,8 +78,11 @@ class ParamNormWeights:
     """``param-norm``'s moving averages ``pull`` ``(S, T)`` of the tasks' gradient norms on the shared
     parameters, and the loss weights ``w`` derived from them (kept, not recomputed in every update)."""
 
-    def __init__(self, n_members: int, n_tasks: int, every: int, device: torch.device) -> None:
+    def __init__(
+        self, n_members: int, n_tasks: int, every: int, device: torch.device, max_weight: float = 0.0
+    ) -> None:
         self.every = every
+        self.max_weight = max_weight
         self.weight = torch.ones(n_members, n_tasks, device=device)
         self.pull = torch.zeros(n_members, n_tasks, device=device)
         self.measurements = 0
@@ -97,7 +102,12 @@ class ParamNormWeights:
         norm = norm.to(self.pull.device)
         self.pull = norm if self.measurements == 0 else self.pull * PULL_DECAY + norm * (1.0 - PULL_DECAY)
         self.measurements += 1
-        self.weight = equalising_factors(self.pull)
+        self.weight = self._weights()
+
+    def _weights(self) -> torch.Tensor:
+        """The loss weights of the current averages: equalising, at most ``max_weight`` (0: unbounded)."""
+        weight = equalising_factors(self.pull)
+        return weight.clamp(max=self.max_weight) if self.max_weight else weight
 
     def state_dict(self) -> dict:
         return {"pull": self.pull, "measurements": self.measurements}
@@ -107,7 +117,7 @@ class ParamNormWeights:
         self.pull = state["pull"].to(self.pull.device)
         self.measurements = int(state["measurements"])
         if self.measurements:
-            self.weight = equalising_factors(self.pull)
+            self.weight = self._weights()
 
 
 class _EqualFeaturePull(torch.autograd.Function):
