@@ -164,8 +164,10 @@ def _completed(described: dict[str, Any]) -> dict[str, Any]:
     ``learner.kernels`` torch, ``task_balance`` none, ...), so an older experiment can be continued."""
     try:
         full = Config.from_dict(described).to_dict()
-    except UserError:
-        return described  # not a configuration this version reads: compared as it is, and named if it differs
+    except UserError:  # not a whole configuration: compared as it is (kernels as before the field)
+        if isinstance(described.get("learner"), dict):
+            described["learner"].setdefault("kernels", "torch")
+        return described
     for key in ("seeds", *HARDWARE_FIELDS):  # left out of an arm's description (experiments._description)
         full["run"].pop(key, None)
     if full["learner"]["task_balance"] != "param-norm":  # settings of param-norm alone
