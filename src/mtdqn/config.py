@@ -137,7 +137,7 @@ class LearnerConfig:
     task_balance_max_weight: float = 10.0
     """``param-norm``: the largest loss weight a task can get (0: no bound). Without a bound a task whose
     gradient on the shared layers vanishes (a Mountain-Car whose values have settled at -1/(1-gamma) before it
-    ever reached the goal) gets an unbounded weight (1e11-1e18 measured on ``deramo-gym``). The smallest
+    ever reached the goal) gets an unbounded weight (6e11-3e18 measured on ``deramo-gym``). The smallest
     weight is at least 1/T by construction. Runs saved before this field load with 0, their behaviour.
     CLI ``--task-balance-max-weight``."""
 
