@@ -3,6 +3,8 @@ feature-norm (each task's gradient at the shared features rescaled to the tasks'
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -349,6 +351,18 @@ def test_param_norm_resumes_with_its_weights(tmp_path):
         assert torch.equal(a.pull, b.pull) and not torch.equal(a.weight, torch.ones_like(a.weight))
     nets = straight.net.state_dict(), split.net.state_dict()
     assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+    # task_weights.csv: epochs 0-2 of both members and tasks, the same with and without the resume
+    table = (tmp_path / "straight" / "task_weights.csv").read_text()
+    assert table == (tmp_path / "split" / "task_weights.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(table)))
+    assert [(r["epoch"], r["member"], r["task"]) for r in rows] == [
+        (str(e), str(m), str(t)) for e in range(3) for m in range(2) for t in range(3)
+    ]
+    assert {(r["measurements"], r["weight"]) for r in rows if r["epoch"] == "0"} == {("0", "1.0")}
+    last = torch.tensor([float(r["weight"]) for r in rows if r["epoch"] == "2"]).reshape(2, 3)
+    assert torch.equal(last, straight.learner.task_weights.weight)
+    measured = {int(r["measurements"]) for r in rows if r["epoch"] == "2"}
+    assert measured == {straight.learner.task_weights.measurements}
     batch = replay_batch(straight, [derive_rng(s, "test") for s in straight.seeds], 16)
     grads = task_gradients(straight.learner, batch)
     weight = straight.learner.task_weights.weight

@@ -4,6 +4,7 @@
     runs/<name>/metrics.csv      one row per (epoch, member, task)
     runs/<name>/gradients.csv    with --gradient-batches: each task's pull on the shared layers per epoch
     runs/<name>/evaluations.csv  the results of mtdqn evaluate (longer or other evaluations of a checkpoint)
+    runs/<name>/task_weights.csv with --task-balance param-norm: each task's loss weight per epoch
     runs/<name>/tb/              TensorBoard scalars per task
     runs/<name>/plots/*.png      learning curves (one per task, and all tasks side by side)
     runs/<name>/checkpoint.pt    everything needed to resume after the last completed epoch
@@ -65,6 +66,10 @@ GRADIENT_COLUMNS = [
 ]
 """gradients.csv (``run.gradient_batches``): :mod:`mtdqn.analysis.gradients`'s numbers after each epoch's
 learning; ``nan`` where undefined (a task whose gradient on the shared layers is zero; one batch's halves)."""
+TASK_WEIGHT_COLUMNS = ["epoch", "member", "seed", "task", "task_name", "measurements", "pull", "weight"]
+"""task_weights.csv (``learner.task_balance`` ``param-norm``): after the warm-up (epoch 0) and every epoch's
+learning, each task's moving average of its gradient norm on the shared layers (``pull``) and its loss
+weight, with the number of measurements so far."""
 EVALUATION_COLUMNS = ["epoch", "steps", "epsilon", "eval_seed", "member", "seed", "task", "task_name"]
 EVALUATION_COLUMNS += ["J", "return", "episodes"]
 """evaluations.csv (``mtdqn evaluate``): one row per (evaluation, member, task); an evaluation is its

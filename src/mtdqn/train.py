@@ -40,6 +40,7 @@ from mtdqn.policy import epsilon, masked_greedy, q_values
 from mtdqn.replay import MultiTaskReplay
 from mtdqn.runlog import (
     GRADIENT_COLUMNS,
+    TASK_WEIGHT_COLUMNS,
     MetricsTable,
     load_checkpoint,
     load_config,
@@ -122,6 +123,7 @@ class Trainer:
         self.fingerprint = self.config.learning_fingerprint()
         self.metrics = MetricsTable(self.run_dir / "metrics.csv")
         self.gradients = MetricsTable(self.run_dir / "gradients.csv", GRADIENT_COLUMNS)
+        self.task_weights = MetricsTable(self.run_dir / "task_weights.csv", TASK_WEIGHT_COLUMNS)
         self.epoch = -1  # -1: warm-up not done; e >= 0: learning epochs completed (0 = after warm-up)
         self.env_steps = 0  # learning steps taken by each task so far (drives epsilon)
         self.wall_s = 0.0
@@ -276,6 +278,8 @@ class Trainer:
         self.metrics.load(max_epoch=max(self.epoch, 0))
         if cfg.gradient_batches:
             self.gradients.load(max_epoch=max(self.epoch, 0))
+        if self.learner.task_weights is not None:
+            self.task_weights.load(max_epoch=max(self.epoch, 0))
         evaluator = Evaluator(background=cfg.background_eval, workers=self.eval_workers())
         writer = self._tensorboard(purge_step=max(self.epoch, 0))
         bar = self._progress_bar()
@@ -286,6 +290,7 @@ class Trainer:
                 self.epoch = 0
                 self.epoch_stats = self._collect_epoch_stats(0.0)
                 self._measure_gradients(writer)
+                self._record_task_weights(writer)
                 self._save_checkpoint()
             pending = None
             if self.epoch not in self.metrics.evaluated_epochs():
@@ -303,6 +308,7 @@ class Trainer:
                     self._judge_best(result.epoch, result.j, pending_shared)
                 self.epoch, self.epoch_stats = epoch, stats
                 self._measure_gradients(writer)
+                self._record_task_weights(writer)
                 self._save_checkpoint()
                 pending, pending_stats = evaluator.submit(self.eval_job(epoch)), stats
                 pending_shared = self._snapshot_shared()  # epoch's weights, judged when its J arrives
@@ -572,6 +578,23 @@ class Trainer:
                 values = numbers[key][:, t]
                 if np.isfinite(values).any():
                     writer.add_scalar(f"{spec.name}/gradient_{key}", np.nanmean(values), self.epoch)
+
+    def _record_task_weights(self, writer) -> None:
+        """With ``param-norm``: each task's moving-average pull and loss weight at the current epoch into
+        task_weights.csv and (means over the members) TensorBoard, before the epoch's checkpoint."""
+        weights = self.learner.task_weights
+        if weights is None:
+            return
+        pull, weight = weights.pull.cpu().numpy(), weights.weight.cpu().numpy()
+        rows = [
+            {"epoch": self.epoch, "member": m, "seed": self.seeds[m], "task": t, "task_name": spec.name,
+             "measurements": weights.measurements, "pull": float(pull[m, t]), "weight": float(weight[m, t])}
+            for m in range(self.n_members)
+            for t, spec in enumerate(self.specs)
+        ]  # fmt: skip
+        self.task_weights.append(rows)
+        for t, spec in enumerate(self.specs):
+            writer.add_scalar(f"{spec.name}/task_weight", float(weight[:, t].mean()), self.epoch)
 
     def _tensorboard(self, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter
