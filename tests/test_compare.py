@@ -13,7 +13,7 @@ from conftest import TINY_TRAIN
 from scipy import stats
 
 from mtdqn.cli import main
-from mtdqn.runlog import GRADIENT_COLUMNS, METRIC_COLUMNS, MetricsTable, save_evaluation
+from mtdqn.runlog import GRADIENT_COLUMNS, METRIC_COLUMNS, TASK_WEIGHT_COLUMNS, MetricsTable, save_evaluation
 
 
 def _write_run(
@@ -244,3 +244,20 @@ def test_an_unfinished_experiment_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["compare", str(tmp_path / "f"), "--out", str(tmp_path / "o")]) == 2
     assert "lacks the arms' epoch sizes (edited?)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_param_norm_weights_are_shown(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = two_runs
+    rows = [
+        {"epoch": e, "member": m, "seed": 10 + m, "task": 0, "task_name": "CartPole-v1",
+         "measurements": 5 * e, "pull": 0.1, "weight": 1.0 + e + m}
+        for e in range(4)
+        for m in range(2)
+    ]  # fmt: skip
+    MetricsTable(a / "task_weights.csv", TASK_WEIGHT_COLUMNS).append(rows)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
+    summary = _rows(out / "summary.csv")
+    assert float(summary[("CartPole-v1", "a")]["weight_last"]) == 4.5  # epoch 3: weights 4 and 5
+    assert summary[("Acrobot-v1", "a")]["weight_last"] == summary[("CartPole-v1", "b")]["weight_last"] == ""
+    assert "| loss weight |" in (out / "summary.md").read_text()

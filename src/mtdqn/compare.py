@@ -2,7 +2,8 @@
 
     DIR/curves.png    one column per task: each run's score against learning steps per task (a population's
                       mean and 95% Student-t interval over its seeds); with ``gradients.csv`` in any run, a
-                      second row with the task's share of the joint gradient on the shared layers
+                      row with the task's share of the joint gradient on the shared layers; with
+                      ``task_weights.csv`` (``param-norm``), a row with the task's loss weight (log scale)
     DIR/summary.csv   per task and run: the numbers below
     DIR/summary.md    the same as a table (also printed)
 
@@ -45,7 +46,14 @@ from mtdqn.experiment_report import (
     welch_p,
     write_summary_csv,
 )
-from mtdqn.runlog import EVALUATION_COLUMNS, GRADIENT_COLUMNS, atomic_write_bytes, read_metrics, safe_name
+from mtdqn.runlog import (
+    EVALUATION_COLUMNS,
+    GRADIENT_COLUMNS,
+    TASK_WEIGHT_COLUMNS,
+    atomic_write_bytes,
+    read_metrics,
+    safe_name,
+)
 from mtdqn.runner import MANIFEST, RESULTS, read_manifest
 
 METRICS = ("return", "J")
@@ -73,6 +81,8 @@ class RunSeries:
     path: Path
     scores: dict[str, Series]
     shares: dict[str, Series] = field(default_factory=dict)
+    weights: dict[str, Series] = field(default_factory=dict)
+    """Per task, its ``param-norm`` loss weight per epoch (runs with ``task_weights.csv``)."""
     evaluation: dict[str, np.ndarray] = field(default_factory=dict)
     """Per task, each member's score in the run's final ``mtdqn evaluate`` (:func:`final_evaluation`)."""
     evaluation_setting: str = ""
@@ -110,21 +120,25 @@ def read_run(path: Path, label: str, metric: str) -> RunSeries:
     if cols["epoch"].size == 0:
         raise UserError(f"{metrics_path} has no evaluations yet; compare the run once an epoch has finished")
     tasks = list(dict.fromkeys(cols["task_name"][np.argsort(cols["task"], kind="stable")]))
-    gradients_path = path / "gradients.csv"
+    gradients_path, weights_path = path / "gradients.csv", path / "task_weights.csv"
     g = read_metrics(gradients_path, GRADIENT_COLUMNS) if gradients_path.is_file() else None
-    scores, shares = {}, {}
+    w = read_metrics(weights_path, TASK_WEIGHT_COLUMNS) if weights_path.is_file() else None
+    scores, shares, weights = {}, {}, {}
     for task in tasks:
         sel = cols["task_name"] == task
         steps_of = dict(zip(cols["epoch"][sel].astype(int), cols["env_steps"][sel], strict=False))
         scores[task] = _series(cols, task, metric, steps_of)
         if g is not None and task in set(g["task_name"]):
             shares[task] = _series(g, task, "contribution", steps_of)
+        if w is not None and task in set(w["task_name"]):
+            weights[task] = _series(w, task, "weight", steps_of)
     evaluation, setting = final_evaluation(path / "evaluations.csv", metric)
     return RunSeries(
         label=label,
         path=path,
         scores={t: s for t, s in scores.items() if s is not None},
         shares={t: s for t, s in shares.items() if s is not None},
+        weights={t: s for t, s in weights.items() if s is not None},
         evaluation=evaluation,
         evaluation_setting=setting,
     )
@@ -260,6 +274,7 @@ def summarize(runs: list[RunSeries], recent: int, baseline: str | None) -> list[
                 "d_recent_vs_baseline": math.nan,
                 "p_recent_vs_baseline": math.nan,
                 "share_mean": math.nan,
+                "weight_last": math.nan,
                 "evaluation": run.evaluation_setting if task in run.evaluation else "",
                 "evaluation_mean": mean(run.evaluation.get(task)),
                 "evaluation_ci95": ci95(run.evaluation.get(task)),
@@ -273,6 +288,9 @@ def summarize(runs: list[RunSeries], recent: int, baseline: str | None) -> list[
             share = run.shares.get(task)
             if share is not None and (share.epochs > 0).any():
                 row["share_mean"] = float(share.values[:, share.epochs > 0].mean())
+            weight = run.weights.get(task)
+            if weight is not None:
+                row["weight_last"] = float(weight.values[:, -1].mean())
             rows.append(row)
     return rows
 
@@ -281,9 +299,11 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
     """The summary as one Markdown table (``mean ± 95% half-width`` over a run's seeds)."""
     shares = any(not math.isnan(float(r["share_mean"])) for r in rows)  # type: ignore[arg-type]
     evaluations = any(r["evaluation"] for r in rows)
+    weights = any(not math.isnan(float(r["weight_last"])) for r in rows)  # type: ignore[arg-type]
     head = ["task", "run", "seeds", "steps", f"{metric} last", f"{metric} last {recent}", "best (at steps)"]
     head += ["average over the run", f"Δ last {recent} vs baseline (p)"]
     head += ["gradient share"] if shares else []
+    head += ["loss weight"] if weights else []
     head += ["final evaluation"] if evaluations else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -301,6 +321,7 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
             versus,
         ]
         cells += [format_num(r["share_mean"], 2)] if shares else []
+        cells += [format_num(r["weight_last"], 3)] if weights else []
         if evaluations:
             final = format_pm(r["evaluation_mean"], r["evaluation_ci95"])
             cells.append(f"{final} ({r['evaluation']})" if r["evaluation"] else "")
@@ -317,6 +338,8 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
     if shares:
         notes[-1] += " Gradient share: the task's mean share of the joint gradient on the shared layers over "
         notes[-1] += "the measurements after epoch 0 (runs trained with --gradient-batches)."
+    if weights:
+        notes[-1] += " Loss weight: param-norm's weight of the task at the last epoch (task_weights.csv)."
     if evaluations:
         notes[-1] += (
             " Final evaluation: the run's `mtdqn evaluate` of its latest checkpoint with the most steps "
@@ -329,7 +352,8 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
 
 
 def plot_comparison(runs: list[RunSeries], metric: str, path: Path) -> Path:
-    """curves.png: per task, each run's score (and gradient share, if any run has one) against steps."""
+    """curves.png: per task, each run's score (and gradient share and loss weight, where measured) against
+    learning steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,8 +361,8 @@ def plot_comparison(runs: list[RunSeries], metric: str, path: Path) -> Path:
     from matplotlib.ticker import EngFormatter
 
     tasks = list(dict.fromkeys(t for r in runs for t in r.scores))
-    with_shares = any(r.shares for r in runs)
-    n_rows = 2 if with_shares else 1
+    rows = ["scores"] + ["shares"] * any(r.shares for r in runs) + ["weights"] * any(r.weights for r in runs)
+    n_rows = len(rows)
     fig, axes = plt.subplots(
         n_rows, len(tasks), figsize=(4.2 * len(tasks), 3.3 * n_rows + 0.6), squeeze=False, sharex="col"
     )
@@ -349,20 +373,38 @@ def plot_comparison(runs: list[RunSeries], metric: str, path: Path) -> Path:
             if s is not None:
                 seeds = f"{len(s.seeds)} seeds" if len(s.seeds) > 1 else f"seed {s.seeds[0]}"
                 draw_band(axes[0, col], s.steps, s.values, colour, "-", f"{run.label} ({seeds})", 0.2)
-            share = run.shares.get(task)
-            if with_shares and share is not None:
-                draw_band(axes[1, col], share.steps, share.values, colour, "-", run.label, 0.2)
+            for kind, series in (("shares", run.shares.get(task)), ("weights", run.weights.get(task))):
+                if series is not None:
+                    draw_band(axes[rows.index(kind), col], series.steps, series.values, colour, "-", "", 0.2)
         axes[0, col].set_title(task)
         axes[0, col].set_ylabel("undiscounted return" if metric == "return" else "J (discounted)")
-        if with_shares:
-            axes[1, col].set_ylabel("share of the joint gradient")
-            axes[1, col].axhline(0.0, color="black", lw=0.6)
+        if "shares" in rows:
+            axes[rows.index("shares"), col].set_ylabel("share of the joint gradient")
+            axes[rows.index("shares"), col].axhline(0.0, color="black", lw=0.6)
+        if "weights" in rows:
+            axes[rows.index("weights"), col].set_ylabel("param-norm loss weight")
+            axes[rows.index("weights"), col].set_yscale("log")
+            _plain_log_labels(axes[rows.index("weights"), col].yaxis)
         axes[-1, col].set_xlabel("learning steps per task")
         axes[-1, col].xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1.5M
         for ax in axes[:, col]:
             ax.grid(alpha=0.3)
     legend_below(fig, axes[0], columns=3, row_height=0.05 / n_rows)
     return save_png(fig, path)
+
+
+def _plain_log_labels(axis) -> None:
+    """Tick labels of a log axis as plain numbers (0.8, 1.5, 10), on the ticks matplotlib would label."""
+    from matplotlib.ticker import FuncFormatter, LogFormatter
+
+    for minor in (False, True):
+        chooser = LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)) if minor else LogFormatter()
+        chooser.set_axis(axis)
+
+        def label(value: float, pos, chooser=chooser) -> str:
+            return f"{value:g}" if chooser(value, pos) else ""
+
+        (axis.set_minor_formatter if minor else axis.set_major_formatter)(FuncFormatter(label))
 
 
 def default_out(labels: list[str]) -> Path:
