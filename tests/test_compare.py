@@ -94,6 +94,10 @@ def test_summary_numbers_are_exact(two_runs: tuple[Path, Path], tmp_path: Path, 
     assert float(rb["p_recent_vs_baseline"]) == pytest.approx(p)
     assert rb["share_mean"] == ""  # b measured no gradients
 
+    per_epoch = (out / "per_epoch.md").read_text()  # each run's mean at every evaluation, steps united
+    table = "| run | 0 | 100 | 150 | 200 | 300 |\n|---|---|---|---|---|---|\n| a | 0 | 15 |  | 30 | 40 |\n"
+    assert table in per_epoch
+    assert "| b | 0 |  | 30 |  | 50 |\n" in per_epoch and "Acrobot-v1: return" in per_epoch
     printed = capsys.readouterr().out
     assert printed == (out / "summary.md").read_text() + "\n"
     assert "| CartPole-v1 | b | 3 | 300 |" in printed

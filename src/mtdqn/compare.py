@@ -6,6 +6,7 @@
                       ``task_weights.csv`` (``param-norm``), a row with the task's loss weight (log scale)
     DIR/summary.csv   per task and run: the numbers below
     DIR/summary.md    the same as a table (also printed)
+    DIR/per_epoch.md  per task, each run's mean score at every evaluation (a row per run)
 
 Everything is read from the runs' ``metrics.csv`` (and ``gradients.csv``), so a run still training can be
 compared with the epochs it has finished. A finished experiment folder stands for all its arms (from its
@@ -348,6 +349,25 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
     return "\n".join(lines + notes) + "\n"
 
 
+def per_epoch_markdown(runs: list[RunSeries], metric: str) -> str:
+    """Per task, one table: a row per run, a column per learning-step count any run was evaluated at, each
+    cell the run's mean over its seeds there (blank where it has no evaluation)."""
+    lines = []
+    tasks = list(dict.fromkeys(t for r in runs for t in r.scores))
+    for task in tasks:
+        present = [(run.label, run.scores[task]) for run in runs if task in run.scores]
+        steps = sorted({float(x) for _, s in present for x in s.steps})
+        head = ["run", *(format_num(x) for x in steps)]
+        lines += [f"{task}: {metric} (mean over seeds) at each number of learning steps per task", ""]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for label, s in present:
+            at = dict(zip(s.steps.tolist(), s.values.mean(axis=0).tolist(), strict=True))
+            cells = [format_num(at[x], 3) if x in at else "" for x in steps]
+            lines.append("| " + " | ".join([label, *cells]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 # --- figure ----------------------------------------------------------------------------------------------
 
 
@@ -432,5 +452,6 @@ def compare_runs(
     write_summary_csv(rows, out / "summary.csv")
     markdown = summary_markdown(rows, metric, recent)
     atomic_write_bytes(out / "summary.md", markdown.encode())
+    atomic_write_bytes(out / "per_epoch.md", per_epoch_markdown(runs, metric).encode())
     plot_comparison(runs, metric, out / "curves.png")
     return out, markdown
