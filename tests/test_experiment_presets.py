@@ -252,8 +252,9 @@ def test_feature_width_report_draws_every_task_against_the_width(widths: Path) -
     assert not (widths / "report" / "sharing.csv").exists()
 
 
-def test_the_relu_width_sweep_differs_from_the_reviews_only_in_the_feature_activation() -> None:
-    sigmoid, relu = get_experiment("feature-width-review"), get_experiment("feature-width-review-relu")
+@pytest.mark.parametrize("tasks", ["review", "deramo"])
+def test_the_relu_width_sweeps_differ_from_the_sigmoid_ones_only_in_the_feature_activation(tasks) -> None:
+    sigmoid, relu = get_experiment(f"feature-width-{tasks}"), get_experiment(f"feature-width-{tasks}-relu")
     assert [a.name for a in relu.arms] == [a.name for a in sigmoid.arms] == [f"w{w}" for w in FEATURE_WIDTHS]
     for s_arm, r_arm in zip(sigmoid.arms, relu.arms, strict=True):
         s_cfg, r_cfg = s_arm.factory().to_dict(), r_arm.factory().to_dict()

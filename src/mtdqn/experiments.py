@@ -461,7 +461,8 @@ register(
 
 
 # feature-width-review, feature-width-deramo: the review's claim that a narrow shared feature layer fails;
-# feature-width-review-relu: the same sweep with ReLU shared features, to tell the width from the sigmoid.
+# feature-width-review-relu, feature-width-deramo-relu: the same sweeps with ReLU shared features, to tell the
+# width from the sigmoid.
 
 FEATURE_WIDTHS = (80, 40, 20, 10, 5)
 
@@ -498,5 +499,10 @@ register(_feature_width_experiment("feature-width-deramo", "deramo-gym", "the pa
 register(
     _feature_width_experiment(
         "feature-width-review-relu", "review-control", "the review's three tasks", activation="relu"
+    )
+)
+register(
+    _feature_width_experiment(
+        "feature-width-deramo-relu", "deramo-gym", "the paper's five tasks", activation="relu"
     )
 )
