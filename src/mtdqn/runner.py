@@ -125,9 +125,9 @@ def prepare_folder(folder: Path, manifest: dict[str, Any]) -> bool:
         before, now = _compared(old, key), _compared(manifest, key)
         if before != now:
             hint = ""
-            if key == "arms" and _kernels(old) == {"torch"} and _kernels(manifest) != {"torch"}:
+            if key == "arms" and _predates(old, manifest, "kernels", "torch"):
                 hint = " (it predates --kernels; add --set learner.kernels=torch to continue it)"
-            elif key == "arms" and _max_weights(old) == {0.0} and _max_weights(manifest) != {0.0}:
+            elif key == "arms" and _predates(old, manifest, "task_balance_max_weight", 0.0):
                 hint = (
                     " (its param-norm predates the bound on the weights; add "
                     "--set learner.task_balance_max_weight=0 to continue it)"
@@ -176,18 +176,19 @@ def _completed(described: dict[str, Any]) -> dict[str, Any]:
     return full
 
 
-def _kernels(manifest: dict[str, Any]) -> set[str]:
-    """The ``learner.kernels`` of the manifest's arms (``torch`` where not recorded)."""
-    arms = _compared(manifest, "arms") or []
-    return {arm["config"]["learner"]["kernels"] for arm in arms if "config" in arm}
+def _predates(old: dict[str, Any], new: dict[str, Any], field: str, value: Any) -> bool:
+    """Whether every arm of the ``old`` manifest that records ``learner.<field>`` has ``value`` (what arms
+    saved before the field did) and the ``new`` one asks for something else."""
+    was = _learner_values(old, field)
+    return was == {value} and _learner_values(new, field) != was
 
 
-def _max_weights(manifest: dict[str, Any]) -> set[float]:
-    """The ``learner.task_balance_max_weight`` of the manifest's param-norm arms (0 where not recorded)."""
+def _learner_values(manifest: dict[str, Any], field: str) -> set[Any]:
+    """The values of ``learner.<field>`` over the manifest's completed arms (those that record it: every arm
+    records ``kernels``; only ``param-norm`` arms keep ``task_balance_max_weight``)."""
     arms = _compared(manifest, "arms") or []
     learners = [arm["config"]["learner"] for arm in arms if "config" in arm]
-    key = "task_balance_max_weight"
-    return {float(learner[key]) for learner in learners if key in learner}
+    return {learner[field] for learner in learners if field in learner}
 
 
 def _short(value: Any, limit: int = 60) -> str:
