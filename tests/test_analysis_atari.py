@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from mtdqn.analysis.render import FrameRenderer
 from mtdqn.analysis.rollout import StateSet, collect_states, load_agents
 from mtdqn.cli import main
 from mtdqn.runlog import EVALUATION_COLUMNS, GRADIENT_COLUMNS, read_metrics
-from mtdqn.seeding import derive_rng
+from mtdqn.seeding import derive_rng, derive_seed
+from mtdqn.tasks.atari import make_atari_env
 from mtdqn.train import Trainer
 
 
@@ -57,6 +59,27 @@ def test_states_hold_what_the_run_network_computes(atari_run: Path) -> None:
     # The first state of each game is its reset stack: zeros but for the newest frame.
     first = states.obs.reshape(-1, 4, 84, 84)[[0, 40]]
     assert (first[:, :3] == 0).all() and (first[:, 3] > 0).any()
+
+
+def test_states_record_the_learning_signals_of_each_game(atari_run: Path) -> None:
+    """Clipped rewards and the learner's terminals (here with a lost life as one), as the game's own
+    learning signals when the recorded actions are played again."""
+    agent = load_agents(atari_run, seeds=[0])[0]
+    agent.config.atari = dataclasses.replace(agent.config.atari, terminal_on_life_loss=True)
+    states = collect_states(agent, AnalysisConfig(steps=300, epsilon=1.0))  # random play: lives are lost
+    assert set(np.unique(states.reward)) <= {-1.0, 0.0, 1.0} and (states.reward[states.task == 0] == -1).any()
+    breakout = states.task == 1
+    assert (states.terminal & ~states.ended)[breakout].any()  # a lost life: terminal, the game goes on
+    env = make_atari_env("ALE/Breakout-v5", agent.config.atari, record_states=True)
+    env.reset(seed=derive_seed(agent.seed, "analysis", 0, 1))
+    for row in np.flatnonzero(breakout):
+        _, _, terminated, truncated, info = env.step(int(states.action[row]))
+        assert states.reward[row] == info["learning_reward"]
+        assert states.terminal[row] == info["learning_terminal"]
+        assert states.ended[row] == (terminated or truncated)
+        if terminated or truncated:
+            env.reset()
+    env.close()
 
 
 def test_recorded_states_render_as_colour_screens_and_round_trip_the_file(atari_run: Path, tmp_path) -> None:

@@ -13,6 +13,7 @@ from conftest import small_config
 from mtdqn.analysis.config import AnalysisConfig
 from mtdqn.analysis.render import FrameRenderer
 from mtdqn.analysis.rollout import StateSet, collect_states, load_agents
+from mtdqn.analysis.values import returns_to_go
 from mtdqn.cli import main
 from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.seeding import derive_seed
@@ -54,12 +55,23 @@ def test_states_hold_what_the_network_computes_on_them(runs):
     np.testing.assert_allclose(states.q[valid], q[valid], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(states.value, np.nanmax(states.q, axis=1))
     np.testing.assert_array_equal(states.action, np.nanargmax(states.q, axis=1))  # greedy with epsilon 0
-    # an episode counter that advances exactly when the step counter restarts
+    # an episode counter that advances exactly when the step counter restarts, i.e. after an ended step
     for t in range(n_tasks):
         ep, st = states.episode[states.task == t], states.step[states.task == t]
         restart = np.flatnonzero(np.diff(ep))
         np.testing.assert_array_equal(st[restart + 1], 0)
         np.testing.assert_array_equal(np.diff(st)[np.diff(ep) == 0], 1)
+        np.testing.assert_array_equal(np.flatnonzero(states.ended[states.task == t][:-1]), restart)
+    # the rewards and terminals the learner sees: Cart-Pole +1 every step; Acrobot -1 but 0 on reaching the
+    # goal, which is its only terminal; Car-On-Hill 0 but +-1 when it ends (top reached or car lost)
+    reward, terminal = states.reward, states.terminal
+    np.testing.assert_array_equal(reward[states.task == 0], 1.0)
+    acro = states.task == 1
+    np.testing.assert_array_equal(reward[acro], np.where(terminal[acro], 0.0, -1.0))
+    coh = states.task == 2
+    np.testing.assert_array_equal(reward[coh] != 0, terminal[coh])
+    assert not (terminal & ~states.ended).any()  # a control task's terminal ends its episode
+    assert terminal[states.task == 0].any()  # the once-trained Cart-Pole pole falls within 60 steps
 
 
 def test_recorded_states_replay_the_rollout_frame_by_frame(runs):
@@ -87,7 +99,7 @@ def test_state_sets_are_reproducible_and_round_trip_exactly(runs, tmp_path):
     c = collect_states(agent, AnalysisConfig(steps=30, epsilon=0.5, seed=5))
     a.save(tmp_path / "s.npz")
     loaded = StateSet.load(tmp_path / "s.npz")
-    for name in ("task", "obs", "env_state", "episode", "step", "action", "features", "q"):
+    for name in ("task", "obs", "env_state", "episode", "step", "action", "features", "q", "reward", "ended"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
         np.testing.assert_array_equal(getattr(a, name), getattr(loaded, name))
     assert loaded.meta == a.meta and loaded.task_names == a.task_names
@@ -141,6 +153,19 @@ def test_analyze_writes_figures_metrics_and_a_report_and_reuses_its_states(runs,
     assert all(0.0 <= entry["dead"] <= 1.0 for row in activity.values() for entry in row.values())
     assert not any("bf16_signal" in e for row in activity.values() for e in row.values())  # Atari only
     assert all(report["meanings"][k] for k in metrics)
+    # V against the returns that followed, recomputed from the recorded states
+    saved = StateSet.load(out / "states.npz")
+    for t, (label, gamma) in enumerate(zip(labels, (0.99, 0.99, 0.95), strict=True)):
+        rows = saved.task == t
+        g, tail, _ = returns_to_go(saved.reward[rows], saved.terminal[rows], saved.ended[rows], gamma)
+        entry = metrics["value_vs_return"][label]
+        ok = tail <= 0.01
+        assert entry["states"] == ok.sum()
+        if ok.any():
+            assert entry["bias"] == pytest.approx(float(np.mean(saved.value[rows][ok] - g[ok])), rel=1e-9)
+    assert metrics["value_error_max"] == max(
+        e["error"] for e in metrics["value_vs_return"].values() if e["states"]
+    )
     html = (out / "report.html").read_text()
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # offline
     states_before = (out / "states.npz").stat().st_mtime_ns
@@ -153,6 +178,21 @@ def test_analyze_writes_figures_metrics_and_a_report_and_reuses_its_states(runs,
     assert json.loads((out / "config.json").read_text())["analysis"]["epsilon"] == 0.2
     assert (out / "states.npz").stat().st_mtime_ns != states_before
     assert not list((out / "overlap").glob("*.png"))
+
+
+def test_a_states_file_of_an_older_version_is_rolled_out_again(runs, tmp_path, capsys):
+    out = tmp_path / "old"
+    args = ["analyze", str(runs["multi"]), "--steps", "40", "--method", "pca", "--overlap-per-pair", "0"]
+    assert main([*args, "--out", str(out)]) == 0
+    with np.load(out / "states.npz") as data:  # as written before the rewards were recorded
+        np.savez(
+            out / "states.npz", **{k: data[k] for k in data.files if k not in ("reward", "terminal", "ended")}
+        )
+    assert StateSet.load(out / "states.npz") is None
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 0
+    assert "reusing the recorded states" not in capsys.readouterr().err
+    assert StateSet.load(out / "states.npz").reward.shape == (3 * 40,)
 
 
 def test_a_population_is_analysed_per_seed_with_a_summary(runs, tmp_path):

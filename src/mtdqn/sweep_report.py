@@ -45,8 +45,11 @@ SHARING_SHOWN = (
     "gradient_cosine_offdiag",
     "gradient_contribution_max",
     "gradient_zero_tasks",
+    "value_error_max",
 )
 """The metrics drawn and tabled in the report (``sharing.csv`` holds every scalar metric)."""
+LOG_SCALE = ("value_error_max",)
+"""Shown on a log axis: a diverging task's values are off by orders of magnitude."""
 
 
 # --- results against the swept value ---------------------------------------------------------------------
@@ -233,6 +236,8 @@ def plot_sharing(sharing: dict[str, dict[str, np.ndarray]], sweep: dict[str, Any
     for ax, metric in zip(axes[0], shown, strict=True):
         _points(ax, x, [sharing[a].get(metric) for a in arms], "tab:purple")
         ax.set_title(metric, fontsize=9)
+        if metric in LOG_SCALE:
+            ax.set_yscale("log")
         if sweep:
             _axis(ax, x, sweep["label"])
         else:

@@ -36,6 +36,11 @@ MEANINGS = {
     "value_r2_cross": "R^2 on task j (rows) of a linear readout fitted on task i (columns), floored at -1; "
     "off-diagonal > 0 = the value code of one task reads the value of another (the strict test of a shared "
     "value direction)",
+    "value_vs_return": "per task, V on the recorded states against the discounted return (learning rewards) "
+    "that actually followed each of them, over the states whose unrecorded rest weighs at most 1%: states "
+    "compared, mean value and return, bias = mean(V - G) (> 0 = overestimation) and error = mean |V - G| / "
+    "the largest return the task's rewards allow (0 = right; 1 = off by as much as any return could be)",
+    "value_error_max": "the largest error of value_vs_return over the tasks",
     "layer_activity": "per dense layer (input to Q) and task: the fraction of units whose output does not "
     "vary over the task's states (dead, std < 1e-3) and, for sigmoid layers, the fraction of outputs "
     "within 0.01 of 0 or 1 (saturated); where a layer is dead, nothing above it can tell states apart. "
@@ -172,7 +177,7 @@ def value_readouts(x: np.ndarray, value: np.ndarray, task: np.ndarray, folds: in
     from sklearn.model_selection import KFold, cross_val_score
 
     def readout():  # on the features as the heads see them; a small ridge, as they are often collinear
-        return Ridge(alpha=1.0)
+        return Ridge(alpha=1.0, solver="svd")  # SVD: stable when large ReLU features make X'X ill-conditioned
 
     z = _standardised_within(value, task)
     cv = KFold(n_splits=folds, shuffle=True, random_state=seed)

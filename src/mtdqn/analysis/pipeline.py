@@ -33,6 +33,7 @@ from mtdqn.analysis.rollout import (
     layer_outputs_per_task,
     load_agents,
 )
+from mtdqn.analysis.values import value_vs_return
 from mtdqn.errors import UserError
 from mtdqn.runlog import atomic_write_bytes, safe_name, t_half_width
 from mtdqn.seeding import derive_seed
@@ -57,8 +58,8 @@ def _write_json(path: Path, obj) -> None:
 
 def _states(agent: Agent, cfg: AnalysisConfig, folder: Path, log) -> StateSet:
     path = folder / "states.npz"
-    if path.is_file():
-        cached = StateSet.load(path)
+    cached = StateSet.load(path) if path.is_file() else None  # None also for a file of an older version
+    if cached is not None:
         key = {k: cached.meta.get(k) for k in ("epoch", "seed", *cfg.rollout_key())}
         if key == {"epoch": agent.epoch, "seed": agent.seed, **cfg.rollout_key()}:
             log(f"reusing the recorded states in {path}")
@@ -123,6 +124,8 @@ def analyze_member(
     )
     x, task, value, names = states.features, states.task, states.value, states.task_names
     metrics, nn_idx = sharing_metrics(x, task, value, cfg.neighbours, cfg.probe_folds, seed)
+    gammas = [task_config.gamma for task_config in agent.tasks]
+    metrics.update(value_vs_return(value, task, states.reward, states.terminal, states.ended, gammas, names))
     bf16 = layer_outputs_per_task(agent, states, bf16=True) if agent.bf16_forward else None
     metrics["layer_activity"] = layer_activity(layer_outputs_per_task(agent, states), names, bf16)
     lap("metrics")
@@ -243,6 +246,7 @@ SCALAR_METRICS = (
     "task_exclusive_unit_fraction",
     "value_r2_joint",
     "value_r2_per_task",
+    "value_error_max",
 )
 
 

@@ -1,8 +1,9 @@
 """States from a trained agent: roll it out in every task and record what the network computes on them.
 
 Per state the record holds the task, the observation, the environment's full internal state (to render the
-exact frame later), the episode and step, the action taken, the shared features (output of the last shared
-layer), the Q values of the task's valid actions and ``V = max_a Q``. A :class:`StateSet` is saved as one
+exact frame later), the episode and step, the action taken, the reward and end signals that followed it (as
+the learner sees them), the shared features (output of the last shared layer), the Q values of the task's
+valid actions and ``V = max_a Q``. A :class:`StateSet` is saved as one
 ``.npz`` (no pickled objects) so re-plotting needs no new rollout.
 """
 
@@ -160,6 +161,14 @@ class StateSet:
     """``(N, width)`` shared features."""
     q: np.ndarray
     """``(N, A_max)`` Q values; NaN for actions the task does not have."""
+    reward: np.ndarray
+    """``(N,)`` the learning reward of the step taken in the state (Atari: clipped when the run clips)."""
+    terminal: np.ndarray
+    """``(N,)`` whether that step ended the learner's bootstrapping (a true end; Atari: also a lost life
+    when the run counts one as terminal)."""
+    ended: np.ndarray
+    """``(N,)`` whether the episode ended after that step (terminal, or cut by the task's horizon) and the
+    environment was reset."""
     meta: dict = field(default_factory=dict)
     """Run folder, member seed, checkpoint epoch and the rollout settings."""
 
@@ -186,11 +195,14 @@ class StateSet:
         atomic_write_bytes(Path(path), buf.getvalue())
 
     @classmethod
-    def load(cls, path: Path) -> StateSet:
-        """Read a file written by :meth:`save` (no pickle)."""
+    def load(cls, path: Path) -> StateSet | None:
+        """Read a file written by :meth:`save` (no pickle); None for a file of an older version (written
+        before the rewards were recorded), which is rolled out again."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
+                if any(name not in data.files for name in _ADDED_ARRAYS):
+                    return None
                 arrays = {name: data[name] for name in _ARRAYS}
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             raise UserError(f"{path} is not a states file of mtdqn analyze ({exc}); delete it") from None
@@ -199,7 +211,9 @@ class StateSet:
         )
 
 
-_ARRAYS = ("task", "obs", "env_state", "episode", "step", "action", "features", "q")
+_ADDED_ARRAYS = ("reward", "terminal", "ended")
+"""Arrays that states files written before them lack."""
+_ARRAYS = ("task", "obs", "env_state", "episode", "step", "action", "features", "q", *_ADDED_ARRAYS)
 
 
 def collect_states(agent: Agent, cfg: AnalysisConfig) -> StateSet:
@@ -227,6 +241,9 @@ def roll_out(
     episode = np.zeros((n_tasks, steps), dtype=np.int64)
     step = np.zeros((n_tasks, steps), dtype=np.int64)
     actions = np.zeros((n_tasks, steps), dtype=np.int64)
+    rewards = np.zeros((n_tasks, steps), dtype=np.float32)
+    terminals = np.zeros((n_tasks, steps), dtype=bool)
+    ends = np.zeros((n_tasks, steps), dtype=bool)
     current = np.zeros((n_tasks, 1, agent.obs_max), dtype=obs_dtype)
 
     def put(t: int, o) -> None:
@@ -249,7 +266,12 @@ def roll_out(
         chosen = epsilon_greedy(greedy, cfg.epsilon, n_actions, rng) if cfg.epsilon > 0 else greedy
         actions[:, i] = chosen
         for t, env in enumerate(envs):
-            o, _, terminated, truncated, _ = env.step(int(chosen[t]))
+            o, reward, terminated, truncated, info = env.step(int(chosen[t]))
+            # What the learner sees: an Atari game reports its clipped reward and life-loss terminal beside
+            # the raw score; a control task's reward and termination are the learner's.
+            rewards[t, i] = info.get("learning_reward", reward)
+            terminals[t, i] = info.get("learning_terminal", terminated)
+            ends[t, i] = terminated or truncated
             st[t] += 1
             if terminated or truncated:
                 o, _ = env.reset()
@@ -286,6 +308,9 @@ def roll_out(
         action=flat(actions),
         features=flat(feats).astype(np.float32),
         q=flat(q).astype(np.float32),
+        reward=flat(rewards),
+        terminal=flat(terminals),
+        ended=flat(ends),
         meta=meta,
     )
 
