@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtdqn.analysis.values import returns_to_go, value_vs_return
+from mtdqn.analysis.values import diverged, returns_to_go, value_vs_return
 
 
 def test_returns_stop_at_a_terminal_and_count_the_unseen_rest_after_a_cut():
@@ -35,11 +35,11 @@ def test_value_against_return_per_task_exactly():
     assert a["value"] == pytest.approx(np.mean([2.75, 2.5, 2.0]))
     assert a["return"] == pytest.approx(np.mean([1.75, 1.5, 1.0]))
     assert a["bias"] == pytest.approx(1.0)
-    # the largest return the rewards allow over the longest chain (3 steps): 1 x (1 + 0.5 + 0.25)
-    assert a["error"] == pytest.approx(1.0 / 1.75)
+    # the largest return the rewards allow: 1 / (1 - 0.5)
+    assert a["error"] == pytest.approx(1.0 / 2.0)
     b = out["value_vs_return"]["b"]
     assert b["states"] == 0 and np.isnan(b["error"]) and np.isnan(b["bias"])
-    assert out["value_error_max"] == pytest.approx(1.0 / 1.75)
+    assert out["value_error_max"] == pytest.approx(1.0 / 2.0)
     # a cut whose rest is discounted below the tolerance counts; above it, not
     long_reward = np.ones(12, dtype=np.float32)
     cut = np.zeros(12, dtype=bool)
@@ -61,3 +61,15 @@ def test_undiscounted_tasks_and_zero_rewards_have_a_finite_scale():
     z = out["value_vs_return"]["z"]
     # gamma 1: the longest chain is 4 steps, and all-zero rewards count as a unit reward: scale 4
     assert z["states"] == 4 and z["bias"] == 2.0 and z["error"] == pytest.approx(0.5)
+
+
+def test_diverging_values_are_those_beyond_the_possible_range_by_its_width():
+    # Mountain-Car (rewards -1, gamma 0.99): values in [-100, 0], flagged beyond [-200, 100]
+    # Cart-Pole (rewards +1): [0, 100], flagged beyond [-100, 200]; all-zero rewards, gamma 0.95: [0, 0] and a
+    # margin of 1 / (1 - gamma) = 20; an undiscounted task and an undefined mean are never flagged.
+    mean_q = np.array([100.5, 99.5, -200.5, -199.5, 200.5, 199.5, -100.5, 20.5, 19.5, 1e9, np.nan])
+    r_min = np.array([-1, -1, -1, -1, 1, 1, 1, 0, 0, -1, -1.0])
+    r_max = np.array([-1, -1, -1, -1, 1, 1, 1, 0, 0, -1, -1.0])
+    gamma = np.array([0.99] * 7 + [0.95, 0.95, 1.0, 0.99])
+    flagged = diverged(mean_q, r_min, r_max, gamma)
+    np.testing.assert_array_equal(flagged, [1, 0, 1, 0, 1, 0, 1, 1, 0, 0, 0])

@@ -86,3 +86,14 @@ def test_planned_indices_follow_the_growing_fill_level() -> None:
         _add(replay, step)
     batch = replay.gather_rows(torch.as_tensor(rows[2]), 1)  # after 3 more adds: slot 4 holds step 4
     assert batch.obs[0, :, 0, 1].tolist() == [4.0, 4.0]
+
+
+def test_reward_range_per_member_and_task_over_the_filled_slots() -> None:
+    buf = MultiTaskReplay(n_members=2, n_tasks=2, capacity=3, obs_dim=1)
+    assert np.isnan(buf.reward_range()[0]).all()
+    obs = np.zeros((2, 2, 1), np.float32)
+    for reward in ([[5, -1], [0, 2]], [[1, -3], [0, 2]], [[2, 0], [0, 2]], [[3, 0], [0, 7]]):
+        buf.add(obs, np.zeros((2, 2)), np.array(reward, np.float32), obs, np.zeros((2, 2)))
+    low, high = buf.reward_range()  # the first transition (5, -1, 0, 2) was overwritten by the fourth
+    np.testing.assert_array_equal(low, [[1, -3], [0, 2]])
+    np.testing.assert_array_equal(high, [[3, 0], [0, 7]])

@@ -148,6 +148,25 @@ def test_a_member_samples_the_same_alone_and_inside_a_population() -> None:
     torch.testing.assert_close(pair.gather(slots).obs[1:], alone.gather(slots[1:]).obs)
 
 
+def test_reward_range_per_member_and_game_over_the_filled_slots() -> None:
+    replay = FrameReplay(2, 2, 8, frame_shape=(6, 6), check_memory=False)
+    assert np.isnan(replay.reward_range()[1]).all()
+    rewards = np.arange(10 * 4, dtype=np.float32).reshape(10, 2, 2) * np.array([1, -1, 1, -1])[
+        :, None
+    ].reshape(2, 2)
+    for reward in rewards:
+        replay.add(
+            np.zeros((2, 2, 6, 6), np.uint8),
+            np.zeros((2, 2)),
+            reward,
+            np.zeros((2, 2), bool),
+            np.zeros((2, 2), bool),
+        )
+    low, high = replay.reward_range()  # the last 8 of the 10 steps
+    np.testing.assert_array_equal(low, rewards[2:].min(0))
+    np.testing.assert_array_equal(high, rewards[2:].max(0))
+
+
 def test_batch_layout(recorded: Recorded) -> None:
     replay = recorded.replay
     batch = replay.sample(np.random.default_rng(1), 32)

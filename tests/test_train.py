@@ -222,3 +222,19 @@ def test_automatic_evaluation_workers_follow_the_learners_device(tmp_path: Path,
     trainer.config.run.eval_workers = -1
     with pytest.raises(UserError, match="eval_workers is -1"):
         trainer.config.validate()
+
+
+def test_diverging_values_are_reported_once_per_member_and_task(tmp_path: Path, capsys) -> None:
+    trainer = Trainer.create(small_config(epochs=1, seeds=[0, 1]), tmp_path / "run", progress=False)
+    trainer.run()
+    capsys.readouterr()
+    mean_q = np.zeros((2, 3))  # Cart-Pole's rewards (+1, gamma 0.99) allow values in [0, 100]
+    mean_q[1, 0] = 250.0  # seed 1's Cart-Pole: beyond 100 by more than the range's width
+    mean_q[0, 0] = 150.0  # overestimated, not diverging
+    bar = trainer._progress_bar()
+    trainer._warn_diverging(3, mean_q, bar)
+    trainer._warn_diverging(4, mean_q, bar)
+    bar.close()
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert "CartPole-v1 (seed 1) are diverging: mean Q 250 at epoch 3" in err and "[0, 100]" in err

@@ -97,6 +97,13 @@ class MultiTaskReplay:
             terminal=rows[..., 2 * d + 2],
         )
 
+    def reward_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """The smallest and largest stored reward of each (member, task), ``(S, T)`` each (NaN if empty)."""
+        if not self.size:
+            return np.full(self.shape, np.nan), np.full(self.shape, np.nan)
+        rewards = self.storage[:, :, : self.size, 2 * self.obs_dim + 1]
+        return rewards.amin(-1).cpu().numpy(), rewards.amax(-1).cpu().numpy()
+
     def state_dict(self) -> dict:
         return {"storage": self.storage.cpu(), "position": self.position, "size": self.size}
 

@@ -150,6 +150,13 @@ class FrameReplay:
     def __len__(self) -> int:
         return self.size
 
+    def reward_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """The smallest and largest stored reward of each (member, task), ``(S, T)`` each (NaN if empty)."""
+        if not self.size:
+            return np.full(self.shape, np.nan), np.full(self.shape, np.nan)
+        rewards = self.reward[:, : self.size]
+        return rewards.min(-1).reshape(self.shape), rewards.max(-1).reshape(self.shape)
+
     def add(
         self,
         frame: np.ndarray,

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtdqn.analysis.values import diverged
 from mtdqn.best_shared import BEST_SHARED_FILE, BestShared, snapshot_shared
 from mtdqn.config import Config
 from mtdqn.errors import UserError
@@ -128,6 +129,7 @@ class Trainer:
         self.env_steps = 0  # learning steps taken by each task so far (drives epsilon)
         self.wall_s = 0.0
         self.epoch_stats: dict = {}
+        self._warned: set[tuple[int, int]] = set()  # (member, task) whose diverging values were reported
 
     # --- creating and resuming ------------------------------------------------------------------------
 
@@ -547,6 +549,25 @@ class Trainer:
         writer.flush()
         scores = " ".join(f"{s.name[:12]}={per_task['J'][t]:.3g}" for t, s in enumerate(self.specs))
         bar.set_postfix_str(f"J@{result.epoch} {scores}", refresh=True)
+        self._warn_diverging(result.epoch, stats["mean_q"].numpy(), bar)
+
+    def _warn_diverging(self, epoch: int, mean_q: np.ndarray, bar) -> None:
+        """Say once per member and task when its mean Q has left what its rewards allow (diverging values;
+        a diverging task's TD errors also dominate the shared layers)."""
+        r_min, r_max = self.replay.reward_range()
+        gammas = np.array([spec.gamma for spec in self.specs])
+        for m, t in zip(*np.nonzero(diverged(mean_q, r_min, r_max, gammas)), strict=True):
+            if (m, t) in self._warned:
+                continue
+            self._warned.add((m, t))
+            horizon = 1 / (1 - gammas[t])
+            low, high = min(r_min[m, t], 0) * horizon, max(r_max[m, t], 0) * horizon
+            bar.write(
+                f"warning: the values of {self.specs[t].name} (seed {self.seeds[m]}) are diverging: mean Q "
+                f"{mean_q[m, t]:.4g} at epoch {epoch}, where its rewards (in [{r_min[m, t]:.3g}, "
+                f"{r_max[m, t]:.3g}]) allow values in [{low:.4g}, {high:.4g}]",
+                file=sys.stderr,
+            )
 
     def _measure_gradients(self, writer) -> None:
         """With ``run.gradient_batches``: each task's gradient on the shared layers at the current epoch

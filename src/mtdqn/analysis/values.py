@@ -10,8 +10,8 @@ return that actually followed each state is known, up to the part of its episode
 
 States whose unknown part weighs at most ``max_tail`` (default 1%) are compared: the mean of V - G (the bias;
 > 0 = overestimation) and the mean |V - G| as a fraction of the largest return the task's recorded rewards
-allow (``max |r| x sum of gamma ** k`` over the longest compared chain; a unit reward when every recorded
-reward is 0): 0 = V is the return the greedy policy
+allow (``max |r| / (1 - gamma)``; undiscounted: ``max |r|`` x the longest compared chain; a unit reward when
+every recorded reward is 0): 0 = V is the return the greedy policy
 gets, 1 = off by as much as any return could be. With ``--epsilon`` > 0 the returns are those of the
 epsilon-greedy policy, which V = max_a Q does not estimate.
 """
@@ -67,7 +67,7 @@ def value_vs_return(
         entry = {"states": int(ok.sum()), "value": np.nan, "return": np.nan, "bias": np.nan, "error": np.nan}
         if ok.any():
             longest = int(length[ok].max())
-            reach = (1 - gamma**longest) / (1 - gamma) if gamma < 1 else float(longest)
+            reach = 1 / (1 - gamma) if gamma < 1 else float(longest)  # undiscounted: the longest chain
             scale = (float(np.abs(reward[rows]).max()) or 1.0) * reach  # all rewards 0: a unit reward
             diff = v - g[ok]
             entry.update(
@@ -81,3 +81,23 @@ def value_vs_return(
         per_task[name] = entry
     errors = [e["error"] for e in per_task.values() if np.isfinite(e["error"])]
     return {"value_vs_return": per_task, "value_error_max": max(errors) if errors else float("nan")}
+
+
+def diverged(
+    mean_q: np.ndarray, reward_min: np.ndarray, reward_max: np.ndarray, gamma: np.ndarray
+) -> np.ndarray:
+    """Where a mean Q value lies so far outside what the rewards allow that the values must be diverging.
+
+    With rewards in ``[r_min, r_max]`` every value lies in ``[min(r_min, 0), max(r_max, 0)] / (1 - gamma)``;
+    flagged is a mean Q beyond that interval by more than its width (or by ``1 / (1 - gamma)`` when every
+    reward is 0), far past any overestimation of a converging learner. Undiscounted tasks are never
+    flagged. All arrays broadcast together (e.g. ``(S, T)`` per member and task).
+    """
+    gamma = np.asarray(gamma, dtype=np.float64)
+    horizon = np.where(gamma < 1, 1 / np.maximum(1 - gamma, 1e-12), 0.0)  # gamma 1: masked out below
+    low = np.minimum(reward_min, 0) * horizon
+    high = np.maximum(reward_max, 0) * horizon
+    margin = np.where(high > low, high - low, horizon)
+    with np.errstate(invalid="ignore"):
+        out = (mean_q > high + margin) | (mean_q < low - margin)
+    return out & np.isfinite(mean_q) & (gamma < 1)
