@@ -3,8 +3,8 @@
 Per state the record holds the task, the observation, the environment's full internal state (to render the
 exact frame later), the episode and step, the action taken, the reward and end signals that followed it (as
 the learner sees them), the shared features (output of the last shared layer), the Q values of the task's
-valid actions and ``V = max_a Q``. A :class:`StateSet` is saved as one
-``.npz`` (no pickled objects) so re-plotting needs no new rollout.
+valid actions and ``V = max_a Q``. A :class:`StateSet` is saved as one ``.npz`` (no pickled objects) so
+re-plotting needs no new rollout.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ return that actually followed each state is known, up to the part of its episode
 States whose unknown part weighs at most ``max_tail`` (default 1%) are compared: the mean of V - G (the bias;
 > 0 = overestimation) and the mean |V - G| as a fraction of the largest return the task's recorded rewards
 allow (``max |r| / (1 - gamma)``; undiscounted: ``max |r|`` x the longest compared chain; a unit reward when
-every recorded reward is 0): 0 = V is the return the greedy policy
-gets, 1 = off by as much as any return could be. With ``--epsilon`` > 0 the returns are those of the
-epsilon-greedy policy, which V = max_a Q does not estimate.
+every recorded reward is 0): 0 = V is the return the greedy policy gets, 1 = off by as much as any return
+could be. With ``--epsilon`` > 0 the returns are those of the epsilon-greedy policy, which V = max_a Q does
+not estimate.
 """
 
 from __future__ import annotations
