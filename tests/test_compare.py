@@ -265,3 +265,30 @@ def test_param_norm_weights_are_shown(two_runs: tuple[Path, Path], tmp_path: Pat
     assert float(summary[("CartPole-v1", "a")]["weight_last"]) == 4.5  # epoch 3: weights 4 and 5
     assert summary[("Acrobot-v1", "a")]["weight_last"] == summary[("CartPole-v1", "b")]["weight_last"] == ""
     assert "| loss weight |" in (out / "summary.md").read_text()
+
+
+def test_mean_q_is_tabled_and_drawn_on_request(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    a, _ = two_runs
+    rows = []
+    for epoch in range(4):
+        for member in range(2):
+            row = dict.fromkeys(METRIC_COLUMNS, 0.0)
+            row.update(epoch=epoch, member=member, seed=10 + member, task=0, task_name="MountainCar-v0")
+            row.update({"return": -100.0, "J": -60.0, "env_steps": 100.0 * epoch})
+            # no learning batches before epoch 1; member 1's values run away
+            row["mean_q"] = math.nan if epoch == 0 else (-30.0 * epoch if member == 0 else 10.0**epoch * 5)
+            rows.append(row)
+    c = tmp_path / "runs" / "c"
+    c.mkdir(parents=True)
+    MetricsTable(c / "metrics.csv").append(rows)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(c), "--mean-q", "--out", str(out)]) == 0
+    summary = _rows(out / "summary.csv")
+    assert float(summary[("MountainCar-v0", "c")]["mean_q_last"]) == (-90.0 + 5000.0) / 2
+    assert float(summary[("CartPole-v1", "a")]["mean_q_last"]) == 0.0  # _write_run's zeros
+    table = (out / "summary.md").read_text()
+    assert "| mean Q, last epoch |" in table and "2455" in table
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert main(["compare", str(a), str(c), "--out", str(tmp_path / "plain")]) == 0
+    assert "mean Q" not in (tmp_path / "plain" / "summary.md").read_text()
+    assert float(_rows(tmp_path / "plain" / "summary.csv")[("MountainCar-v0", "c")]["mean_q_last"]) == 2455.0

@@ -663,6 +663,12 @@ def _add_compare_parser(sub) -> None:
         "--baseline", metavar="NAME", help="the run the others are compared with (default: the first)"
     )
     cmp.add_argument(
+        "--mean-q",
+        action="store_true",
+        help="also draw each task's mean Q of the learning batches (metrics.csv's mean_q) and table its last "
+        "value: shows values that diverge (run folders only)",
+    )
+    cmp.add_argument(
         "--out", metavar="DIR", help="output folder (default: comparisons/<label>-vs-<label>...)"
     )
 
@@ -982,6 +988,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         metric=args.metric,
         recent=args.last,
         baseline=args.baseline,
+        mean_q=args.mean_q,
     )
     print(markdown)
     print(f"written: {out}/curves.png, summary.csv, summary.md", file=sys.stderr)

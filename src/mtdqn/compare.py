@@ -3,7 +3,9 @@
     DIR/curves.png    one column per task: each run's score against learning steps per task (a population's
                       mean and 95% Student-t interval over its seeds); with ``gradients.csv`` in any run, a
                       row with the task's share of the joint gradient on the shared layers; with
-                      ``task_weights.csv`` (``param-norm``), a row with the task's loss weight (log scale)
+                      ``task_weights.csv`` (``param-norm``), a row with the task's loss weight (log scale);
+                      with ``--mean-q``, a row with the task's mean Q of the learning batches (``mean_q``),
+                      a line per seed (symmetric log scale when values diverge)
     DIR/summary.csv   per task and run: the numbers below
     DIR/summary.md    the same as a table (also printed)
     DIR/per_epoch.md  per task, each run's mean score at every evaluation (a row per run)
@@ -22,7 +24,8 @@ it spans: comparable between runs of the same length), and, for every run but th
 of the recent means from the baseline run's and Welch's p (two or more seeds on both sides). With
 gradients: the task's mean share of the joint gradient over the measurements after epoch 0. With
 ``evaluations.csv`` (``mtdqn evaluate``): the final evaluation, that of the latest checkpoint with the most
-steps (often longer than the per-epoch evaluations).
+steps (often longer than the per-epoch evaluations). Run folders also give the mean Q of the last epoch
+(``mean_q_last``; an experiment folder's ``results.csv`` has no mean Q).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ from mtdqn.runner import MANIFEST, RESULTS, read_manifest
 
 METRICS = ("return", "J")
 """Scores a comparison can be made on: the undiscounted return or the paper's discounted J."""
+DIVERGING_Q = 1e3
+"""Above this mean Q magnitude, the mean-Q row of a task is drawn on a symmetric log scale."""
 _COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive")
 
 
@@ -84,6 +89,8 @@ class RunSeries:
     shares: dict[str, Series] = field(default_factory=dict)
     weights: dict[str, Series] = field(default_factory=dict)
     """Per task, its ``param-norm`` loss weight per epoch (runs with ``task_weights.csv``)."""
+    mean_q: dict[str, Series] = field(default_factory=dict)
+    """Per task, the mean Q of its learning batches per epoch from 1 (run folders)."""
     evaluation: dict[str, np.ndarray] = field(default_factory=dict)
     """Per task, each member's score in the run's final ``mtdqn evaluate`` (:func:`final_evaluation`)."""
     evaluation_setting: str = ""
@@ -124,11 +131,13 @@ def read_run(path: Path, label: str, metric: str) -> RunSeries:
     gradients_path, weights_path = path / "gradients.csv", path / "task_weights.csv"
     g = read_metrics(gradients_path, GRADIENT_COLUMNS) if gradients_path.is_file() else None
     w = read_metrics(weights_path, TASK_WEIGHT_COLUMNS) if weights_path.is_file() else None
-    scores, shares, weights = {}, {}, {}
+    scores, shares, weights, mean_q = {}, {}, {}, {}
     for task in tasks:
         sel = cols["task_name"] == task
         steps_of = dict(zip(cols["epoch"][sel].astype(int), cols["env_steps"][sel], strict=False))
         scores[task] = _series(cols, task, metric, steps_of)
+        learned = {epoch: steps for epoch, steps in steps_of.items() if epoch > 0}  # epoch 0: no batches yet
+        mean_q[task] = _series(cols, task, "mean_q", learned)
         if g is not None and task in set(g["task_name"]):
             shares[task] = _series(g, task, "contribution", steps_of)
         if w is not None and task in set(w["task_name"]):
@@ -140,6 +149,7 @@ def read_run(path: Path, label: str, metric: str) -> RunSeries:
         scores={t: s for t, s in scores.items() if s is not None},
         shares={t: s for t, s in shares.items() if s is not None},
         weights={t: s for t, s in weights.items() if s is not None},
+        mean_q={t: s for t, s in mean_q.items() if s is not None},
         evaluation=evaluation,
         evaluation_setting=setting,
     )
@@ -276,6 +286,7 @@ def summarize(runs: list[RunSeries], recent: int, baseline: str | None) -> list[
                 "p_recent_vs_baseline": math.nan,
                 "share_mean": math.nan,
                 "weight_last": math.nan,
+                "mean_q_last": math.nan,
                 "evaluation": run.evaluation_setting if task in run.evaluation else "",
                 "evaluation_mean": mean(run.evaluation.get(task)),
                 "evaluation_ci95": ci95(run.evaluation.get(task)),
@@ -292,12 +303,16 @@ def summarize(runs: list[RunSeries], recent: int, baseline: str | None) -> list[
             weight = run.weights.get(task)
             if weight is not None:
                 row["weight_last"] = float(weight.values[:, -1].mean())
+            q = run.mean_q.get(task)
+            if q is not None:
+                row["mean_q_last"] = mean(q.values[:, -1])
             rows.append(row)
     return rows
 
 
-def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) -> str:
-    """The summary as one Markdown table (``mean ± 95% half-width`` over a run's seeds)."""
+def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int, mean_q: bool = False) -> str:
+    """The summary as one Markdown table (``mean ± 95% half-width`` over a run's seeds); ``mean_q`` adds the
+    last epoch's mean Q."""
     shares = any(not math.isnan(float(r["share_mean"])) for r in rows)  # type: ignore[arg-type]
     evaluations = any(r["evaluation"] for r in rows)
     weights = any(not math.isnan(float(r["weight_last"])) for r in rows)  # type: ignore[arg-type]
@@ -305,6 +320,7 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
     head += ["average over the run", f"Δ last {recent} vs baseline (p)"]
     head += ["gradient share"] if shares else []
     head += ["loss weight"] if weights else []
+    head += ["mean Q, last epoch"] if mean_q else []
     head += ["final evaluation"] if evaluations else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -323,6 +339,7 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
         ]
         cells += [format_num(r["share_mean"], 2)] if shares else []
         cells += [format_num(r["weight_last"], 3)] if weights else []
+        cells += [format_num(r["mean_q_last"])] if mean_q else []
         if evaluations:
             final = format_pm(r["evaluation_mean"], r["evaluation_ci95"])
             cells.append(f"{final} ({r['evaluation']})" if r["evaluation"] else "")
@@ -341,6 +358,8 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int) ->
         notes[-1] += "the measurements after epoch 0 (runs trained with --gradient-batches)."
     if weights:
         notes[-1] += " Loss weight: param-norm's weight of the task at the last epoch (task_weights.csv)."
+    if mean_q:
+        notes[-1] += " Mean Q: the mean Q(s, a) of the last epoch's learning batches (mean_q of metrics.csv)."
     if evaluations:
         notes[-1] += (
             " Final evaluation: the run's `mtdqn evaluate` of its latest checkpoint with the most steps "
@@ -371,9 +390,9 @@ def per_epoch_markdown(runs: list[RunSeries], metric: str) -> str:
 # --- figure ----------------------------------------------------------------------------------------------
 
 
-def plot_comparison(runs: list[RunSeries], metric: str, path: Path) -> Path:
-    """curves.png: per task, each run's score (and gradient share and loss weight, where measured) against
-    learning steps."""
+def plot_comparison(runs: list[RunSeries], metric: str, path: Path, mean_q: bool = False) -> Path:
+    """curves.png: per task, each run's score (and gradient share and loss weight, where measured; with
+    ``mean_q`` the mean Q of the learning batches) against learning steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -382,6 +401,7 @@ def plot_comparison(runs: list[RunSeries], metric: str, path: Path) -> Path:
 
     tasks = list(dict.fromkeys(t for r in runs for t in r.scores))
     rows = ["scores"] + ["shares"] * any(r.shares for r in runs) + ["weights"] * any(r.weights for r in runs)
+    rows += ["mean_q"] * (mean_q and any(r.mean_q for r in runs))
     n_rows = len(rows)
     fig, axes = plt.subplots(
         n_rows, len(tasks), figsize=(4.2 * len(tasks), 3.3 * n_rows + 0.6), squeeze=False, sharex="col"
@@ -393,8 +413,14 @@ def plot_comparison(runs: list[RunSeries], metric: str, path: Path) -> Path:
             if s is not None:
                 seeds = f"{len(s.seeds)} seeds" if len(s.seeds) > 1 else f"seed {s.seeds[0]}"
                 draw_band(axes[0, col], s.steps, s.values, colour, "-", f"{run.label} ({seeds})", 0.2)
-            for kind, series in (("shares", run.shares.get(task)), ("weights", run.weights.get(task))):
-                if series is not None:
+            extra = {"shares": run.shares, "weights": run.weights, "mean_q": run.mean_q}
+            for kind in rows[1:]:
+                series = extra[kind].get(task)
+                if series is not None and kind == "mean_q":  # one line per seed: which seeds run away
+                    axes[rows.index(kind), col].plot(
+                        series.steps, series.values.T, color=colour, lw=0.8, alpha=0.6
+                    )
+                elif series is not None:
                     draw_band(axes[rows.index(kind), col], series.steps, series.values, colour, "-", "", 0.2)
         axes[0, col].set_title(task)
         axes[0, col].set_ylabel("undiscounted return" if metric == "return" else "J (discounted)")
@@ -405,6 +431,12 @@ def plot_comparison(runs: list[RunSeries], metric: str, path: Path) -> Path:
             axes[rows.index("weights"), col].set_ylabel("param-norm loss weight")
             axes[rows.index("weights"), col].set_yscale("log")
             _plain_log_labels(axes[rows.index("weights"), col].yaxis)
+        if "mean_q" in rows:
+            ax = axes[rows.index("mean_q"), col]
+            ax.set_ylabel("mean Q of the learning batches")
+            values = [np.abs(r.mean_q[task].values).max() for r in runs if task in r.mean_q]
+            if values and max(values) > DIVERGING_Q:  # one diverging run would flatten the others
+                ax.set_yscale("symlog", linthresh=1.0)
         axes[-1, col].set_xlabel("learning steps per task")
         axes[-1, col].xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1.5M
         for ax in axes[:, col]:
@@ -439,6 +471,7 @@ def compare_runs(
     metric: str = "return",
     recent: int = 3,
     baseline: str | None = None,
+    mean_q: bool = False,
 ) -> tuple[Path, str]:
     """Write the comparison of the runs at ``paths`` into ``out``; return the folder and the Markdown."""
     if recent < 1:
@@ -450,8 +483,8 @@ def compare_runs(
         raise UserError(f"{out} is a file; give --out a folder")
     out.mkdir(parents=True, exist_ok=True)
     write_summary_csv(rows, out / "summary.csv")
-    markdown = summary_markdown(rows, metric, recent)
+    markdown = summary_markdown(rows, metric, recent, mean_q)
     atomic_write_bytes(out / "summary.md", markdown.encode())
     atomic_write_bytes(out / "per_epoch.md", per_epoch_markdown(runs, metric).encode())
-    plot_comparison(runs, metric, out / "curves.png")
+    plot_comparison(runs, metric, out / "curves.png", mean_q)
     return out, markdown
