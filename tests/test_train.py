@@ -225,16 +225,22 @@ def test_automatic_evaluation_workers_follow_the_learners_device(tmp_path: Path,
 
 
 def test_diverging_values_are_reported_once_per_member_and_task(tmp_path: Path, capsys) -> None:
-    trainer = Trainer.create(small_config(epochs=1, seeds=[0, 1]), tmp_path / "run", progress=False)
+    trainer = Trainer.create(small_config(epochs=1, seeds=[0, 1, 2]), tmp_path / "run", progress=False)
     trainer.run()
     capsys.readouterr()
-    mean_q = np.zeros((2, 3))  # Cart-Pole's rewards (+1, gamma 0.99) allow values in [0, 100]
-    mean_q[1, 0] = 250.0  # seed 1's Cart-Pole: beyond 100 by more than the range's width
+    mean_q = np.zeros((3, 3))  # Cart-Pole's rewards (+1, gamma 0.99) allow values in [0, 100]
+    mean_q[1, 0], mean_q[2, 0] = 250.0, -300.0  # beyond [0, 100] by more than its width: diverging
     mean_q[0, 0] = 150.0  # overestimated, not diverging
     bar = trainer._progress_bar()
     trainer._warn_diverging(3, mean_q, bar)
-    trainer._warn_diverging(4, mean_q, bar)
+    trainer._warn_diverging(4, mean_q, bar)  # nothing new
+    mean_q[0, 0] = 1e4
+    trainer._warn_diverging(5, mean_q, bar)  # seed 0 joins
     bar.close()
-    err = capsys.readouterr().err
-    assert err.count("warning:") == 1
-    assert "CartPole-v1 (seed 1) are diverging: mean Q 250 at epoch 3" in err and "[0, 100]" in err
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert lines == [
+        "warning: the values of CartPole-v1 are diverging (seeds 1, 2): mean Q -300 at epoch 3, where its "
+        "rewards (in [1, 1]) allow values in [0, 100]",
+        "warning: the values of CartPole-v1 are diverging (seed 0): mean Q 1e+04 at epoch 5, where its "
+        "rewards (in [1, 1]) allow values in [0, 100]",
+    ]

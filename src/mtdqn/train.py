@@ -552,20 +552,27 @@ class Trainer:
         self._warn_diverging(result.epoch, stats["mean_q"].numpy(), bar)
 
     def _warn_diverging(self, epoch: int, mean_q: np.ndarray, bar) -> None:
-        """Say once per member and task when its mean Q has left what its rewards allow (diverging values;
-        a diverging task's TD errors also dominate the shared layers)."""
+        """Say when a member's mean Q of a task has left what its rewards allow (diverging values; a diverging
+        task's TD errors also dominate the shared layers): one line per task, naming the seeds newly found."""
         r_min, r_max = self.replay.reward_range()
         gammas = np.array([spec.gamma for spec in self.specs])
-        for m, t in zip(*np.nonzero(diverged(mean_q, r_min, r_max, gammas)), strict=True):
-            if (m, t) in self._warned:
+        flagged = diverged(mean_q, r_min, r_max, gammas)
+        for t, spec in enumerate(self.specs):
+            new = [m for m in np.flatnonzero(flagged[:, t]) if (m, t) not in self._warned]
+            if not new:
                 continue
-            self._warned.add((m, t))
+            self._warned.update((m, t) for m in new)
+            worst = max(new, key=lambda m: abs(mean_q[m, t]))
             horizon = 1 / (1 - gammas[t])
-            low, high = min(r_min[m, t], 0) * horizon, max(r_max[m, t], 0) * horizon
+            low, high = min(r_min[worst, t], 0) * horizon, max(r_max[worst, t], 0) * horizon
+            named = ", ".join(str(self.seeds[m]) for m in new[:10])
+            if len(new) > 10:
+                named += f" and {len(new) - 10} more"
+            which = f"seed {named}" if len(new) == 1 else f"seeds {named}"
             bar.write(
-                f"warning: the values of {self.specs[t].name} (seed {self.seeds[m]}) are diverging: mean Q "
-                f"{mean_q[m, t]:.4g} at epoch {epoch}, where its rewards (in [{r_min[m, t]:.3g}, "
-                f"{r_max[m, t]:.3g}]) allow values in [{low:.4g}, {high:.4g}]",
+                f"warning: the values of {spec.name} are diverging ({which}): mean Q "
+                f"{mean_q[worst, t]:.4g} at epoch {epoch}, where its rewards (in [{r_min[worst, t]:.3g}, "
+                f"{r_max[worst, t]:.3g}]) allow values in [{low:.4g}, {high:.4g}]",
                 file=sys.stderr,
             )
 
