@@ -239,8 +239,8 @@ def test_diverging_values_are_reported_once_per_member_and_task(tmp_path: Path, 
     bar.close()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert lines == [
-        "warning: the values of CartPole-v1 are diverging (seeds 1, 2): mean Q -300 at epoch 3, where its "
-        "rewards (in [1, 1]) allow values in [0, 100]",
-        "warning: the values of CartPole-v1 are diverging (seed 0): mean Q 1e+04 at epoch 5, where its "
+        "warning: run: the values of CartPole-v1 are diverging (seeds 1, 2): mean Q -300 at epoch 3, where "
+        "its rewards (in [1, 1]) allow values in [0, 100]",
+        "warning: run: the values of CartPole-v1 are diverging (seed 0): mean Q 1e+04 at epoch 5, where its "
         "rewards (in [1, 1]) allow values in [0, 100]",
     ]

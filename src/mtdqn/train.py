@@ -570,7 +570,7 @@ class Trainer:
                 named += f" and {len(new) - 10} more"
             which = f"seed {named}" if len(new) == 1 else f"seeds {named}"
             bar.write(
-                f"warning: the values of {spec.name} are diverging ({which}): mean Q "
+                f"warning: {self.run_dir.name}: the values of {spec.name} are diverging ({which}): mean Q "
                 f"{mean_q[worst, t]:.4g} at epoch {epoch}, where its rewards (in [{r_min[worst, t]:.3g}, "
                 f"{r_max[worst, t]:.3g}]) allow values in [{low:.4g}, {high:.4g}]",
                 file=sys.stderr,
