@@ -236,6 +236,25 @@ def test_an_experiment_folder_stands_for_its_arms(tmp_path: Path, two_runs: tupl
     assert float(_rows(out / "summary.csv")[("Cart-Pole", "x/MDQN")]["last_mean"]) == pytest.approx(50.0 / 2)
 
 
+def test_an_experiment_with_mean_q_gives_it_to_the_comparison(tmp_path: Path) -> None:
+    exp = tmp_path / "experiments" / "e"
+    _write_experiment(exp, {"MDQN": B_CART}, {"MDQN": 150})
+    lines = (exp / "results.csv").read_text().splitlines()
+    with_q = [lines[0].replace("episodes,group", "episodes,mean_q,group")]
+    for line in lines[1:]:  # mean Q = 10 x epoch + seed (nan at epoch 0)
+        fields = line.split(",")
+        seed, epoch = int(fields[1]), int(fields[4])
+        fields.insert(8, "nan" if epoch == 0 else str(10.0 * epoch + seed))
+        with_q.append(",".join(fields))
+    (exp / "results.csv").write_text("\n".join(with_q) + "\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(exp), "--mean-q", "--out", str(out)]) == 0
+    assert (
+        float(_rows(out / "summary.csv")[("Cart-Pole", "e/MDQN")]["mean_q_last"]) == 21.0
+    )  # epoch 2, seeds 0-2
+    assert "| mean Q, last epoch |" in (out / "summary.md").read_text()
+
+
 def test_an_unfinished_experiment_is_refused(tmp_path: Path, capsys) -> None:
     exp = tmp_path / "e"
     _write_experiment(exp, {"MDQN": B_CART}, {"MDQN": 150})

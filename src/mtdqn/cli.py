@@ -666,7 +666,7 @@ def _add_compare_parser(sub) -> None:
         "--mean-q",
         action="store_true",
         help="also draw each task's mean Q of the learning batches (metrics.csv's mean_q) and table its last "
-        "value: shows values that diverge (run folders only)",
+        "value: shows values that diverge (run folders, and experiments whose results.csv has mean_q)",
     )
     cmp.add_argument(
         "--out", metavar="DIR", help="output folder (default: comparisons/<label>-vs-<label>...)"

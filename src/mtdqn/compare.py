@@ -24,8 +24,9 @@ it spans: comparable between runs of the same length), and, for every run but th
 of the recent means from the baseline run's and Welch's p (two or more seeds on both sides). With
 gradients: the task's mean share of the joint gradient over the measurements after epoch 0. With
 ``evaluations.csv`` (``mtdqn evaluate``): the final evaluation, that of the latest checkpoint with the most
-steps (often longer than the per-epoch evaluations). Run folders also give the mean Q of the last epoch
-(``mean_q_last``; an experiment folder's ``results.csv`` has no mean Q).
+steps (often longer than the per-epoch evaluations). The mean Q of the last epoch (``mean_q_last``) comes
+from run folders and from experiments whose ``results.csv`` has the ``mean_q`` column (written since it
+exists).
 """
 
 from __future__ import annotations
@@ -186,6 +187,9 @@ def read_experiment(folder: Path, prefix: str, metric: str) -> list[RunSeries]:
             f"give its run folders ({folder}/runs/...) to compare the groups finished so far"
         )
     results = read_results(folder / RESULTS, metric)
+    with (folder / RESULTS).open() as f:
+        has_mean_q = "mean_q" in f.readline().strip().split(",")
+    mean_q = read_results(folder / RESULTS, "mean_q") if has_mean_q else {}
     try:
         steps = {arm["name"]: int(arm["config"]["run"]["steps_per_epoch"]) for arm in manifest["arms"]}
     except (KeyError, TypeError, ValueError):
@@ -200,8 +204,20 @@ def read_experiment(folder: Path, prefix: str, metric: str) -> list[RunSeries]:
             for task, per_arm in results.items()
             if (cur := per_arm.get(arm)) is not None
         }
-        runs.append(RunSeries(label=f"{prefix}/{arm}", path=folder, scores=scores))
+        learned = {
+            task: _learned(cur, steps[arm])
+            for task, per_arm in mean_q.items()
+            if (cur := per_arm.get(arm)) is not None and (cur.epochs > 0).any()
+        }
+        runs.append(RunSeries(label=f"{prefix}/{arm}", path=folder, scores=scores, mean_q=learned))
     return runs
+
+
+def _learned(curves, steps_per_epoch: int) -> Series:
+    """An experiment arm's mean-Q curves from epoch 1 (epoch 0 has no learning batches) as a Series."""
+    keep = curves.epochs > 0
+    epochs = curves.epochs[keep]
+    return Series(curves.seeds, epochs, (epochs * steps_per_epoch).astype(np.float64), curves.values[:, keep])
 
 
 def default_labels(paths: list[Path]) -> list[str]:

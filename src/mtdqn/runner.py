@@ -42,7 +42,9 @@ RESULTS = "results.csv"
 PARTIAL = "partial"
 """Subfolder of ``mtdqn report --partial``: results.csv and report/ of the groups finished so far."""
 RUNS = "runs"
-RESULT_COLUMNS = ["arm", "seed", "task", "task_index", "epoch", "J", "return", "episodes", "group"]
+RESULT_COLUMNS = ["arm", "seed", "task", "task_index", "epoch", "J", "return", "episodes", "mean_q", "group"]
+"""``mean_q``: the mean Q of the epoch's learning batches (``nan`` at epoch 0); results files written before
+it lack the column."""
 _COMPARED = ("experiment", "mtdqn_version", "epochs", "seeds", "group_size", "overrides", "arms", "groups")
 
 
@@ -394,6 +396,7 @@ def gather_results(folder: Path, groups: list[Group], epochs: int, path: Path | 
                         "J": row["J"],
                         "return": row["return"],
                         "episodes": row["episodes"],
+                        "mean_q": row["mean_q"],
                         "group": Path(group.folder).name,
                     }
                 )
