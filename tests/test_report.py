@@ -229,3 +229,29 @@ def test_the_report_names_the_settings_changed_with_set(tmp_path: Path) -> None:
         "**Settings changed with `--set`: `learner.task_balance=param-norm`, `run.eval_steps=30`** "
         "(`learner.task_balance`: multi-task arms only); the published curves were made without them."
     ) in text
+
+
+def test_the_values_section_draws_mean_q_when_the_results_have_it(tmp_path: Path) -> None:
+    folder = _write_results(tmp_path / "old")  # a results file from before mean_q: no section
+    make_report(folder, use_reference=False)
+    assert "## Values" not in (folder / "report" / "report.md").read_text()
+    assert not (folder / "report" / "mean_q.png").exists()
+    new = tmp_path / "new"
+    new.mkdir()
+    with (folder / "results.csv").open() as f, (new / "results.csv").open("w", newline="") as g:
+        rows = list(csv.reader(f))
+        w = csv.writer(g)
+        w.writerow([*rows[0][:8], "mean_q", rows[0][8]])
+        for row in rows[1:]:  # seed 2 of MDQN runs away on Acrobot
+            q = (
+                "nan"
+                if row[4] == "0"
+                else str(1e6 * int(row[4]) if row[:3] == ["MDQN", "2", "Acrobot"] else -1.0)
+            )
+            w.writerow([*row[:8], q, row[8]])
+    make_report(new, use_reference=False)
+    text = (new / "report" / "report.md").read_text()
+    assert "## Values" in text and "![mean_q](mean_q.png)" in text
+    assert (new / "report" / "mean_q.png").stat().st_size > 10_000
+    summary = (new / "report" / "summary.csv").read_text()
+    assert summary == (folder / "report" / "summary.csv").read_text()  # the scores are untouched

@@ -41,9 +41,11 @@ from mtdqn.errors import UserError
 from mtdqn.experiment_report import (
     ci95,
     draw_band,
+    draw_mean_q,
     format_num,
     format_p,
     format_pm,
+    has_column,
     legend_below,
     mean,
     read_results,
@@ -63,8 +65,6 @@ from mtdqn.runner import MANIFEST, RESULTS, read_manifest
 
 METRICS = ("return", "J")
 """Scores a comparison can be made on: the undiscounted return or the paper's discounted J."""
-DIVERGING_Q = 1e3
-"""Above this mean Q magnitude, the mean-Q row of a task is drawn on a symmetric log scale."""
 _COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive")
 
 
@@ -187,9 +187,7 @@ def read_experiment(folder: Path, prefix: str, metric: str) -> list[RunSeries]:
             f"give its run folders ({folder}/runs/...) to compare the groups finished so far"
         )
     results = read_results(folder / RESULTS, metric)
-    with (folder / RESULTS).open() as f:
-        has_mean_q = "mean_q" in f.readline().strip().split(",")
-    mean_q = read_results(folder / RESULTS, "mean_q") if has_mean_q else {}
+    mean_q = read_results(folder / RESULTS, "mean_q") if has_column(folder / RESULTS, "mean_q") else {}
     try:
         steps = {arm["name"]: int(arm["config"]["run"]["steps_per_epoch"]) for arm in manifest["arms"]}
     except (KeyError, TypeError, ValueError):
@@ -432,10 +430,8 @@ def plot_comparison(runs: list[RunSeries], metric: str, path: Path, mean_q: bool
             extra = {"shares": run.shares, "weights": run.weights, "mean_q": run.mean_q}
             for kind in rows[1:]:
                 series = extra[kind].get(task)
-                if series is not None and kind == "mean_q":  # one line per seed: which seeds run away
-                    axes[rows.index(kind), col].plot(
-                        series.steps, series.values.T, color=colour, lw=0.8, alpha=0.6
-                    )
+                if series is not None and kind == "mean_q":  # a line per seed: which seeds run away
+                    draw_mean_q(axes[rows.index(kind), col], series.steps, series.values, colour, "")
                 elif series is not None:
                     draw_band(axes[rows.index(kind), col], series.steps, series.values, colour, "-", "", 0.2)
         axes[0, col].set_title(task)
@@ -448,11 +444,7 @@ def plot_comparison(runs: list[RunSeries], metric: str, path: Path, mean_q: bool
             axes[rows.index("weights"), col].set_yscale("log")
             _plain_log_labels(axes[rows.index("weights"), col].yaxis)
         if "mean_q" in rows:
-            ax = axes[rows.index("mean_q"), col]
-            ax.set_ylabel("mean Q of the learning batches")
-            values = [np.abs(r.mean_q[task].values).max() for r in runs if task in r.mean_q]
-            if values and max(values) > DIVERGING_Q:  # one diverging run would flatten the others
-                ax.set_yscale("symlog", linthresh=1.0)
+            axes[rows.index("mean_q"), col].set_ylabel("mean Q of the learning batches")
         axes[-1, col].set_xlabel("learning steps per task")
         axes[-1, col].xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1.5M
         for ax in axes[:, col]:

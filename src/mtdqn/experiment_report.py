@@ -7,6 +7,8 @@
                                  published values, Welch p vs the paper and vs the baseline arm
     report/summary.md            the same as tables
     report/report.md             the figures and the tables
+    report/mean_q.png            each seed's mean Q of its learning batches per epoch and task (results files
+                                 with ``mean_q``): values that diverge show here while J may still look fine
     report/sweep.*, sharing.*    for an experiment with a sweep, or analysed: see :mod:`mtdqn.sweep_report`
 
 Statistics follow the paper's (spec section 5.2): mean and 95% Student-t interval over seeds (n-1 degrees
@@ -88,6 +90,13 @@ def read_results(path: Path, metric: str = "J") -> dict[str, dict[str, Curves]]:
             values = values.reshape(len(seeds), len(epochs))
             out[task][arm] = Curves(np.array(seeds), np.array(epochs), values)
     return out
+
+
+def has_column(path: Path, name: str) -> bool:
+    """Whether the CSV file at ``path`` has the column ``name`` (e.g. ``mean_q``, which older results
+    files lack)."""
+    with Path(path).open(newline="") as f:
+        return name in next(csv.reader(f), [])
 
 
 def check_complete(results: dict[str, dict[str, Curves]], manifest: dict, path: Path) -> None:
@@ -356,6 +365,45 @@ def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, o
     return written
 
 
+DIVERGING_Q = 1e3
+"""Above this mean Q magnitude, a mean-Q panel is drawn on a symmetric log axis."""
+
+
+def draw_mean_q(ax, x: np.ndarray, values: np.ndarray, colour: str, label: str) -> None:
+    """Each seed's mean Q (``values[seed, k]`` at ``x[k]``) as a thin line, the median over seeds thick; a
+    symmetric log axis once any value passes :data:`DIVERGING_Q` (one runaway seed would flatten the rest)."""
+    ax.plot(x, values.T, color=colour, lw=0.7, alpha=0.45)
+    ax.plot(x, np.median(values, axis=0), color=colour, lw=1.8, label=label)
+    if np.nanmax(np.abs(values), initial=0.0) > DIVERGING_Q:
+        ax.set_yscale("symlog", linthresh=1.0)
+
+
+def plot_mean_q(mean_q: dict[str, dict[str, Curves]], out_dir: Path) -> Path:
+    """report/mean_q.png: per task, each arm's seeds' mean Q of their learning batches from epoch 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(mean_q)
+    arms = list(dict.fromkeys(arm for per_task in mean_q.values() for arm in per_task))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for k, arm in enumerate(arms):
+            cur = mean_q[task].get(arm)
+            if cur is None or not (cur.epochs > 0).any():
+                continue
+            keep = cur.epochs > 0  # epoch 0 has no learning batches
+            label = f"{arm} ({len(cur.seeds)} seeds; median thick)"
+            draw_mean_q(ax, cur.epochs[keep], cur.values[:, keep], _COLOURS[k % len(_COLOURS)], label)
+        ax.set_title(task)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mean Q of the learning batches")
+        ax.grid(alpha=0.3)
+    legend_below(fig, axes[0], columns=4, row_height=0.06)
+    return save_png(fig, out_dir / "mean_q.png")
+
+
 def legend_below(fig, axes, columns: int, row_height: float) -> None:
     """One legend under the figure for the labelled lines of ``axes`` (each label once), the layout
     tightened above it (``row_height``: the fraction of the figure's height one legend row takes)."""
@@ -488,6 +536,19 @@ def make_report(
         "",
         table,
     ]
+    if has_column(base / RESULTS, "mean_q"):
+        values = plot_mean_q(read_results(base / RESULTS, "mean_q"), out_dir)
+        lines += [
+            "",
+            "## Values",
+            "",
+            "Each seed's mean Q of its learning batches per epoch (`mean_q`), the median over seeds thick. "
+            "A task whose values diverge runs away here (a symmetric log axis once a value passes 1,000) "
+            "while its J may still look fine; `mtdqn train` also warns when a task's mean Q leaves what its "
+            "rewards allow.",
+            "",
+            f"![{values.stem}]({values.name})",
+        ]
     from mtdqn.sweep_report import sweep_section  # it builds on this module's statistics
 
     lines += sweep_section(folder, results, manifest, out_dir)
