@@ -548,6 +548,7 @@ def make_report(
             "rewards allow.",
             "",
             f"![{values.stem}]({values.name})",
+            "",
         ]
     from mtdqn.sweep_report import sweep_section  # it builds on this module's statistics
 
