@@ -91,7 +91,8 @@ class RunSeries:
     weights: dict[str, Series] = field(default_factory=dict)
     """Per task, its ``param-norm`` loss weight per epoch (runs with ``task_weights.csv``)."""
     mean_q: dict[str, Series] = field(default_factory=dict)
-    """Per task, the mean Q of its learning batches per epoch from 1 (run folders)."""
+    """Per task, the mean Q of its learning batches per epoch from 1 (run folders; experiments whose
+    ``results.csv`` has ``mean_q``)."""
     evaluation: dict[str, np.ndarray] = field(default_factory=dict)
     """Per task, each member's score in the run's final ``mtdqn evaluate`` (:func:`final_evaluation`)."""
     evaluation_setting: str = ""
@@ -373,7 +374,7 @@ def summary_markdown(rows: list[dict[str, object]], metric: str, recent: int, me
     if weights:
         notes[-1] += " Loss weight: param-norm's weight of the task at the last epoch (task_weights.csv)."
     if mean_q:
-        notes[-1] += " Mean Q: the mean Q(s, a) of the last epoch's learning batches (mean_q of metrics.csv)."
+        notes[-1] += " Mean Q: the mean Q(s, a) of the last epoch's learning batches (`mean_q`)."
     if evaluations:
         notes[-1] += (
             " Final evaluation: the run's `mtdqn evaluate` of its latest checkpoint with the most steps "
