@@ -336,7 +336,8 @@ def test_ray_backend_runs_each_group_as_a_task_and_retries_a_lost_worker(
     ours, local = _rows(results), _rows(finished / "results.csv")
     assert [r.pop("group") for r in ours] == [f"{r.pop('group').split('-')[0]}-seeds0-1" for r in local]
     # the same scores as the local one-seed groups; the batch-mean Q values agree to float rounding only (a
-    # seed's weights in a 2-seed group differ from its weights alone in the last bits here; see the README)
+    # seed's weights in a 2-seed group differ from its weights alone in the last bits: fused Adam's SIMD body
+    # and scalar tail round differently; see the README's reproducibility section)
     q_ours, q_local = ([float(r.pop("mean_q")) for r in rows] for rows in (ours, local))
     assert ours == local
     np.testing.assert_allclose(q_ours, q_local, rtol=1e-5, atol=1e-6)
