@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtdqn.analysis.values import diverged
+from mtdqn.analysis.values import diverged, possible_values
 from mtdqn.best_shared import BEST_SHARED_FILE, BestShared, snapshot_shared
 from mtdqn.config import Config
 from mtdqn.errors import UserError
@@ -563,8 +563,7 @@ class Trainer:
                 continue
             self._warned.update((m, t) for m in new)
             worst = max(new, key=lambda m: abs(mean_q[m, t]))
-            horizon = 1 / (1 - gammas[t])
-            low, high = min(r_min[worst, t], 0) * horizon, max(r_max[worst, t], 0) * horizon
+            low, high = possible_values(r_min[worst, t], r_max[worst, t], gammas[t])
             named = ", ".join(str(self.seeds[m]) for m in new[:10])
             if len(new) > 10:
                 named += f" and {len(new) - 10} more"

@@ -83,21 +83,29 @@ def value_vs_return(
     return {"value_vs_return": per_task, "value_error_max": max(errors) if errors else float("nan")}
 
 
+def possible_values(
+    reward_min: np.ndarray, reward_max: np.ndarray, gamma: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The interval every value lies in when rewards lie in ``[r_min, r_max]``:
+    ``[min(r_min, 0), max(r_max, 0)] / (1 - gamma)`` (``(0, 0)`` for gamma 1, where no bound exists)."""
+    gamma = np.asarray(gamma, dtype=np.float64)
+    horizon = np.where(gamma < 1, 1 / np.maximum(1 - gamma, 1e-12), 0.0)
+    return np.minimum(reward_min, 0) * horizon, np.maximum(reward_max, 0) * horizon
+
+
 def diverged(
     mean_q: np.ndarray, reward_min: np.ndarray, reward_max: np.ndarray, gamma: np.ndarray
 ) -> np.ndarray:
     """Where a mean Q value lies so far outside what the rewards allow that the values must be diverging.
 
-    With rewards in ``[r_min, r_max]`` every value lies in ``[min(r_min, 0), max(r_max, 0)] / (1 - gamma)``;
-    flagged is a mean Q beyond that interval by more than its width (or by ``1 / (1 - gamma)`` when every
-    reward is 0), far past any overestimation of a converging learner. Undiscounted tasks are never
-    flagged. All arrays broadcast together (e.g. ``(S, T)`` per member and task).
+    Flagged is a mean Q beyond :func:`possible_values` by more than that interval's width (or by
+    ``1 / (1 - gamma)`` when every reward is 0), far past any overestimation of a converging learner.
+    Undiscounted tasks are never flagged. All arrays broadcast together (e.g. ``(S, T)`` per member and task).
     """
     gamma = np.asarray(gamma, dtype=np.float64)
-    horizon = np.where(gamma < 1, 1 / np.maximum(1 - gamma, 1e-12), 0.0)  # gamma 1: masked out below
-    low = np.minimum(reward_min, 0) * horizon
-    high = np.maximum(reward_max, 0) * horizon
-    margin = np.where(high > low, high - low, horizon)
+    low, high = possible_values(reward_min, reward_max, gamma)
+    unit = possible_values(0.0, 1.0, gamma)[1]  # 1 / (1 - gamma): the margin when every reward is 0
+    margin = np.where(high > low, high - low, unit)
     with np.errstate(invalid="ignore"):
         out = (mean_q > high + margin) | (mean_q < low - margin)
     return out & np.isfinite(mean_q) & (gamma < 1)
