@@ -335,12 +335,9 @@ def test_ray_backend_runs_each_group_as_a_task_and_retries_a_lost_worker(
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["DQN-seeds0-1", "MDQN-seeds0-1"]
     ours, local = _rows(results), _rows(finished / "results.csv")
     assert [r.pop("group") for r in ours] == [f"{r.pop('group').split('-')[0]}-seeds0-1" for r in local]
-    # the same scores as the local one-seed groups; the batch-mean Q values agree to float rounding only (a
-    # seed's weights in a 2-seed group differ from its weights alone in the last bits: fused Adam's SIMD body
-    # and scalar tail round differently; see the README's reproducibility section)
-    q_ours, q_local = ([float(r.pop("mean_q")) for r in rows] for rows in (ours, local))
+    # the same numbers, mean Q of the learning batches included, as the local one-seed groups: a seed learns
+    # bit for bit the same in a group of two (mtdqn.adam) and in a Ray worker
     assert ours == local
-    np.testing.assert_allclose(q_ours, q_local, rtol=1e-5, atol=1e-6)
 
 
 def test_local_backend_with_two_jobs_gives_the_same_results(tmp_path: Path, finished: Path, monkeypatch):

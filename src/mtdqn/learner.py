@@ -20,7 +20,7 @@ control networks on a CPU, through :class:`mtdqn.backprop.ManualBackprop` (the b
 OpenBLAS matmuls), which computes the same gradients up to float rounding about twice as fast there.
 
 Members are independent agents: the loss is summed over members and Adam is elementwise, so member k
-learns exactly as it would alone.
+learns as it would alone (on a CPU bit for bit: :mod:`mtdqn.adam`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from mtdqn.adam import MemberwiseAdam
 from mtdqn.backprop import ManualBackprop
 from mtdqn.config import LearnerConfig
 from mtdqn.errors import UserError
@@ -57,7 +58,7 @@ class DQNLearner:
             .masked_fill(~online.action_mask, float("-inf"))
             .reshape(1, online.n_tasks, 1, -1)
         )
-        self.optimizer = make_optimizer(param_groups(online, cfg), cfg, device)
+        self.optimizer = make_optimizer(param_groups(online, cfg), cfg, device, online.n_members)
         self.kernels = resolve_kernels(cfg, online)
         self.manual = ManualBackprop(online, self.target, cfg.batch_size) if self.kernels == "numpy" else None
         # task_balance (None, None: the paper's joint loss as it is)
@@ -233,11 +234,14 @@ def resolve_kernels(cfg: LearnerConfig, online: torch.nn.Module) -> str:
     return cfg.kernels
 
 
-def make_optimizer(params, cfg: LearnerConfig, device: torch.device) -> torch.optim.Optimizer:
-    """One optimizer over all parameters: fused Adam (foreach where no fused kernel), or centred RMSProp."""
+def make_optimizer(params, cfg: LearnerConfig, device: torch.device, n_members: int) -> torch.optim.Optimizer:
+    """One optimizer over all parameters: Adam (on a CPU :class:`mtdqn.adam.MemberwiseAdam`, so that a
+    member steps as it would alone; fused on CUDA; foreach elsewhere), or centred RMSProp (foreach)."""
     if cfg.optimizer == "rmsprop-centered":
         return torch.optim.RMSprop(
             params, lr=cfg.lr, alpha=cfg.rmsprop_decay, eps=cfg.adam_eps, centered=True, foreach=True
         )
-    fast = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+    if device.type == "cpu":
+        return MemberwiseAdam(params, n_members, lr=cfg.lr, eps=cfg.adam_eps)
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps, **fast)
