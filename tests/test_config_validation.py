@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,7 @@ def test_saved_configurations_of_older_versions_still_load() -> None:
         ("learner", "precision"),
         ("learner", "optimizer"),
         ("learner", "rmsprop_decay"),
+        ("learner", "clip_targets"),
         ("network", "feature_width"),
         ("run", "eval_workers"),
         ("run", "torch_threads"),
@@ -109,6 +111,8 @@ def test_saved_configurations_of_older_versions_still_load() -> None:
     expected = Config(tasks=task_preset("deramo-gym"), learner=LearnerConfig(kernels="torch"))
     assert loaded == expected
     assert loaded.learning_fingerprint() == expected.learning_fingerprint()
+    clipped = dataclasses.replace(expected, learner=LearnerConfig(kernels="torch", clip_targets=True))
+    assert clipped.learning_fingerprint() != expected.learning_fingerprint()
 
 
 def test_integers_are_taken_for_floats_and_keep_the_fingerprint() -> None:

@@ -201,3 +201,59 @@ def test_lr_fan_in_counts_a_convolutions_kernel_area() -> None:
     fan_ins = [4 * 64, 32 * 16, 64 * 9, 3136, 1024, 512, 256, 128, 64]  # 3 convolutions, 6 dense layers
     expected = [1e-4 * min(1.0, 256 / f) for f in fan_ins]
     assert [g["lr"] for g in learner.optimizer.param_groups] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("kernels", ["torch", "numpy"])
+def test_clip_targets_clamps_into_the_values_the_rewards_seen_allow(kernels: str) -> None:
+    """``clip_targets``: y is clamped into [min(r_min, 0), max(r_max, 0)] / (1 - gamma_t), the rewards'
+    extremes per (member, task) over the batches of the updates so far, the current batch included."""
+    learner = _learner(clip_targets=True, kernels=kernels, target_update_every=1000)
+    batch = _batch(learner.online)
+    batch.reward.copy_(torch.tensor([[-2.0], [3.0]]).expand(2, 8).unsqueeze(0))  # task 0: -2, task 1: +3
+    batch.reward[0, 1, 0] = -0.5
+    learner.update(batch)
+    low, high = learner.value_bounds()
+    torch.testing.assert_close(low, torch.tensor([[-2.0 / 0.1, -0.5 / 0.5]]), rtol=1e-6, atol=0)
+    torch.testing.assert_close(high, torch.tensor([[0.0, 3.0 / 0.5]]), rtol=0, atol=0)
+    with torch.no_grad():  # the target network's values far above and below anything the rewards allow
+        learner.target.biases[-1][..., :3] = 1e6
+    y = learner.td_target(batch)
+    alive = batch.terminal == 0
+    assert torch.equal(y[0, 0][alive[0, 0]], torch.zeros_like(y[0, 0][alive[0, 0]]))  # at max(r_max, 0) = 0
+    torch.testing.assert_close(y[0, 1][alive[0, 1]], torch.full_like(y[0, 1][alive[0, 1]], 6.0))
+    ends = batch.terminal.bool()
+    assert torch.equal(y[ends], batch.reward[ends])  # a terminal's target is its reward: never cut
+    with torch.no_grad():
+        learner.target.biases[-1][..., :3] = -1e6
+    y = learner.td_target(batch)
+    torch.testing.assert_close(y[0, 0][alive[0, 0]], torch.full_like(y[0, 0][alive[0, 0]], -20.0))
+    torch.testing.assert_close(y[0, 1][alive[0, 1]], torch.full_like(y[0, 1][alive[0, 1]], -1.0))
+    # a later batch with a larger reward widens task 1's interval; the bounds are part of the state
+    batch.reward[0, 1, 3] = 7.0
+    learner.update(batch)
+    assert learner.value_bounds()[1][0, 1].item() == pytest.approx(14.0)
+    fresh = _learner(clip_targets=True, kernels=kernels)
+    fresh.load_state_dict(learner.state_dict())
+    assert torch.equal(fresh.reward_bounds, learner.reward_bounds)
+    assert torch.equal(fresh.td_target(batch), learner.td_target(batch))
+
+
+def test_clip_targets_off_changes_nothing_and_saves_nothing() -> None:
+    learner = _learner()
+    batch = _batch(learner.online)
+    with torch.no_grad():
+        learner.target.biases[-1][..., :3] = 1e6
+    learner.update(batch)
+    assert learner.reward_bounds is None and "reward_bounds" not in learner.state_dict()
+    assert learner.td_target(batch).max() > 1e5
+
+
+def test_clip_targets_with_gamma_one_bounds_only_the_side_without_rewards() -> None:
+    net = MultiTaskQNetwork(SPECS, NetworkConfig(width=16), seeds=0)
+    learner = DQNLearner(net, [1.0, 0.5], LearnerConfig(clip_targets=True))
+    batch = _batch(net)
+    batch.reward.fill_(-1.0)
+    learner.update(batch)
+    low, high = learner.value_bounds()
+    assert low[0, 0].item() == -torch.inf and high[0, 0].item() == 0.0  # undiscounted: no lower bound
+    assert low[0, 1].item() == -2.0 and high[0, 1].item() == 0.0

@@ -244,3 +244,23 @@ def test_diverging_values_are_reported_once_per_member_and_task(tmp_path: Path, 
         "warning: run: the values of CartPole-v1 are diverging (seed 0): mean Q 1e+04 at epoch 5, where its "
         "rewards (in [1, 1]) allow values in [0, 100]",
     ]
+
+
+def test_clip_targets_from_the_command_line_resumes_exactly_with_its_reward_bounds(tmp_path: Path) -> None:
+    """``--clip-targets`` is saved in the config; the rewards' extremes live in the checkpoint, so a resumed
+    run equals an uninterrupted one; Cart-Pole (+1 every step) and Acrobot (-1, 0 at the goal) get the
+    intervals their rewards allow."""
+    from mtdqn.cli import main
+
+    base = ["train", "--task", "CartPole-v1", "--task", "Acrobot-v1", "--steps-per-epoch", "40",
+            "--eval-steps", "20", "--warmup", "20", "--batch-size", "8", "--no-progress", "--clip-targets",
+            "--no-background-eval", "--threads", "1", "--runs-dir", str(tmp_path)]  # fmt: skip
+    assert main([*base, "--epochs", "2", "--name", "straight"]) == 0
+    assert main([*base, "--epochs", "1", "--name", "resumed"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "resumed"), "--epochs", "2"]) == 0
+    assert _metrics(tmp_path / "straight") == _metrics(tmp_path / "resumed")
+    trainer = Trainer.load(tmp_path / "straight", progress=False)
+    assert trainer.config.learner.clip_targets
+    low, high = trainer.learner.value_bounds()
+    torch.testing.assert_close(low, torch.tensor([[0.0, -100.0]]), rtol=1e-6, atol=0)
+    torch.testing.assert_close(high, torch.tensor([[100.0, 0.0]]), rtol=1e-6, atol=0)

@@ -134,6 +134,7 @@ _EXPERIMENT_OPTIONS = [
     "target_update_every",
     "train_frequency",
     "double_dqn",
+    "clip_targets",
     "optimizer",
     "optimizer_eps",
     "lr_fan_in",
@@ -283,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     learn.add_argument(
         "--double-dqn", action="store_true", default=None, help="Double DQN targets (default: off)"
+    )
+    learn.add_argument(
+        "--clip-targets",
+        action="store_true",
+        default=None,
+        help="clamp each TD target into [min(r_min, 0), max(r_max, 0)] / (1 - gamma), the values the rewards "
+        "seen so far allow: keeps a task's values from diverging (default: off; not in the paper)",
     )
     learn.add_argument("--eps-start", type=_probability, help=f"initial epsilon (default: {E.eps_start})")
     learn.add_argument("--eps-end", type=_probability, help=f"final epsilon, held (default: {E.eps_end})")
@@ -755,6 +763,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             target_update_every=args.target_update_every,
             train_frequency=args.train_frequency,
             double_dqn=args.double_dqn,
+            clip_targets=args.clip_targets,
             optimizer=args.optimizer,
             adam_eps=args.optimizer_eps,
             lr_fan_in=args.lr_fan_in,

@@ -105,6 +105,12 @@ class LearnerConfig:
     """Double DQN target: argmax by the online net, value by the target net."""
     huber_delta: float = 1.0
     """Threshold of the Huber (smooth L1) loss."""
+    clip_targets: bool = False
+    """Clamp every TD target into the interval of values the task's rewards allow,
+    ``[min(r_min, 0), max(r_max, 0)] / (1 - gamma_t)``, with ``r_min``/``r_max`` the smallest and largest
+    reward of the member's task in the learner's batches so far (the current one included, so no reward it
+    learns from is ever cut). Stops a task's values from diverging by bootstrapping beyond what any policy
+    could earn (ReLU features on Mountain-Car, README). Not in the paper. CLI ``--clip-targets``."""
     optimizer: str = "adam"
     """``adam`` (one Adam over all parameters) or ``rmsprop-centered`` (PyTorch's centred RMSProp, momentum 0,
     the Nature DQN's choice; ``adam_eps`` is then its epsilon, added outside the square root)."""
@@ -281,7 +287,7 @@ class Config:
         if self.learner.task_balance != "param-norm" or not self.learner.task_balance_max_weight:
             data["learner"].pop("task_balance_max_weight")  # param-norm runs saved before it: no bound
         defaults = LearnerConfig()
-        for key in ("optimizer", "rmsprop_decay", "precision", "lr_fan_in", "task_balance"):
+        for key in ("optimizer", "rmsprop_decay", "precision", "lr_fan_in", "task_balance", "clip_targets"):
             if data["learner"][key] == getattr(defaults, key):
                 data["learner"].pop(key)
         if data["learner"]["kernels"] == "torch":  # the only kernels of runs from before the field

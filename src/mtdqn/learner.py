@@ -4,6 +4,8 @@ For every member s, task t and sample b of a multi-task batch:
 
     y      = r + gamma_t * (1 - terminal) * max_{a valid for t} Q_target(s', a)
              (Double DQN: Q_target(s', argmax_{a valid for t} Q_online(s', a)))
+             (``clip_targets``: y clamped into [min(r_min, 0), max(r_max, 0)] / (1 - gamma_t), the
+             rewards' extremes of member s and task t in the batches so far, this one included)
     loss   = mean over (t, b) of Huber(Q_online(s, a) - y)        one joint loss over all tasks
              (single-task mode: the sum over t of each task's own mean, i.e. T independent DQNs)
              (``task_balance``, :mod:`mtdqn.task_balance`: ``param-norm`` weighs each task's term so
@@ -59,6 +61,7 @@ class DQNLearner:
             .reshape(1, online.n_tasks, 1, -1)
         )
         self.optimizer = make_optimizer(param_groups(online, cfg), cfg, device, online.n_members)
+        shape_st = (online.n_members, online.n_tasks)
         self.kernels = resolve_kernels(cfg, online)
         self.manual = ManualBackprop(online, self.target, cfg.batch_size) if self.kernels == "numpy" else None
         # task_balance (None, None: the paper's joint loss as it is)
@@ -70,6 +73,8 @@ class DQNLearner:
             if cfg.task_balance == "param-norm"
             else None
         )
+        # clip_targets: the smallest and largest reward of each (member, task) in the batches so far, and 0
+        self.reward_bounds = torch.zeros(2, *shape_st, device=device) if cfg.clip_targets else None
         self._autocast = cfg.precision == "bf16"
         self._device_type = device.type
         self.n_updates = 0
@@ -101,7 +106,28 @@ class DQNLearner:
                 v_next = q_next.gather(-1, a_next).squeeze(-1)
             else:
                 v_next = q_next.amax(-1)
-            return torch.addcmul(batch.reward, self.gamma * (1.0 - batch.terminal), v_next)
+            y = torch.addcmul(batch.reward, self.gamma * (1.0 - batch.terminal), v_next)
+            if self.reward_bounds is not None:
+                low, high = self.value_bounds()
+                y = torch.minimum(torch.maximum(y, low.unsqueeze(-1)), high.unsqueeze(-1))
+            return y
+
+    def value_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``clip_targets``' interval per (member, task) ``(S, T)``: ``[min(r_min, 0), max(r_max, 0)] /
+        (1 - gamma_t)`` from the rewards of the batches so far (infinite for gamma 1 and a nonzero reward)."""
+        gamma = self.gamma.reshape(1, -1)
+        horizon = torch.where(gamma < 1, 1.0 / (1.0 - gamma).clamp_min(1e-12), torch.inf)
+        low, high = self.reward_bounds
+        return (
+            torch.where(low < 0, low * horizon, torch.zeros_like(low)),
+            torch.where(high > 0, high * horizon, torch.zeros_like(high)),
+        )
+
+    def _see_rewards(self, batch: Batch) -> None:
+        """``clip_targets``: widen each (member, task)'s reward interval to this batch's rewards."""
+        if self.reward_bounds is not None:
+            torch.minimum(self.reward_bounds[0], batch.reward.amin(-1), out=self.reward_bounds[0])
+            torch.maximum(self.reward_bounds[1], batch.reward.amax(-1), out=self.reward_bounds[1])
 
     def loss(
         self, batch: Batch, feature_hook: FeatureHook | None = None
@@ -126,6 +152,7 @@ class DQNLearner:
 
     def update(self, batch: Batch) -> None:
         """One gradient step on the joint Huber loss, then the target copy when it is due."""
+        self._see_rewards(batch)
         if self.manual is None:
             loss, per_task, q = self.loss(batch)
             if self.task_weights is not None and self.task_weights.due(self.n_updates):
@@ -194,6 +221,8 @@ class DQNLearner:
         }
         if self.task_weights is not None:
             state["task_weights"] = self.task_weights.state_dict()
+        if self.reward_bounds is not None:
+            state["reward_bounds"] = self.reward_bounds.cpu().clone()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -203,6 +232,8 @@ class DQNLearner:
         self.n_updates = int(state["n_updates"])
         if self.task_weights is not None:
             self.task_weights.load_state_dict(state["task_weights"])
+        if self.reward_bounds is not None:
+            self.reward_bounds.copy_(state["reward_bounds"])
 
 
 def param_groups(online: torch.nn.Module, cfg: LearnerConfig) -> list[dict]:
