@@ -240,10 +240,15 @@ def test_diverging_values_are_reported_once_per_member_and_task(tmp_path: Path, 
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert lines == [
         "warning: run: the values of CartPole-v1 are diverging (seeds 1, 2): mean Q -300 at epoch 3, where "
-        "its rewards (in [1, 1]) allow values in [0, 100]",
+        "its rewards (in [1, 1]) allow values in [0, 100] (--clip-targets keeps them in it)",
         "warning: run: the values of CartPole-v1 are diverging (seed 0): mean Q 1e+04 at epoch 5, where its "
-        "rewards (in [1, 1]) allow values in [0, 100]",
+        "rewards (in [1, 1]) allow values in [0, 100] (--clip-targets keeps them in it)",
     ]
+    trainer.config.learner.clip_targets = True  # already on: no advice
+    trainer._warned.clear()
+    trainer._warn_diverging(6, mean_q, trainer._progress_bar())
+    err = capsys.readouterr().err
+    assert "allow values in [0, 100]\n" in err and "--clip-targets" not in err
 
 
 def test_clip_targets_from_the_command_line_resumes_exactly_with_its_reward_bounds(tmp_path: Path) -> None:

@@ -568,10 +568,11 @@ class Trainer:
             if len(new) > 10:
                 named += f" and {len(new) - 10} more"
             which = f"seed {named}" if len(new) == 1 else f"seeds {named}"
+            remedy = "" if self.config.learner.clip_targets else " (--clip-targets keeps them in it)"
             bar.write(
                 f"warning: {self.run_dir.name}: the values of {spec.name} are diverging ({which}): mean Q "
                 f"{mean_q[worst, t]:.4g} at epoch {epoch}, where its rewards (in [{r_min[worst, t]:.3g}, "
-                f"{r_max[worst, t]:.3g}]) allow values in [{low:.4g}, {high:.4g}]",
+                f"{r_max[worst, t]:.3g}]) allow values in [{low:.4g}, {high:.4g}]{remedy}",
                 file=sys.stderr,
             )
 
