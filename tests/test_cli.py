@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -166,6 +167,9 @@ def _long_run_with_background_evaluation(tmp_path: Path, start_new_session: bool
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=start_new_session,
+        # a shell's background job (pytest started with `&`) ignores SIGINT, and so would the CLI, which
+        # would then never see the Ctrl-C: give it the terminal's default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
