@@ -96,6 +96,12 @@ def alive(pid: int) -> bool:
         return False
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a CLI subprocess a test will Ctrl-C: a shell's background job (pytest started with
+    ``&``) ignores SIGINT, and so would the CLI; give it the terminal's default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def sigterm_when(
     proc: subprocess.Popen, ready: Callable[[], bool], timeout_s: float = 120, group_sigint: bool = False
 ) -> tuple[str, set[int]]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TRAIN, alive, descendants, sigterm_when
+from conftest import TINY_TRAIN, alive, default_sigint, descendants, sigterm_when
 
 from mtdqn.cli import main
 
@@ -167,9 +166,7 @@ def _long_run_with_background_evaluation(tmp_path: Path, start_new_session: bool
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=start_new_session,
-        # a shell's background job (pytest started with `&`) ignores SIGINT, and so would the CLI, which
-        # would then never see the Ctrl-C: give it the terminal's default
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
 
 

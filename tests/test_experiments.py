@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import alive, fake_reference, sigterm_when
+from conftest import alive, default_sigint, fake_reference, sigterm_when
 
 import mtdqn.train
 from mtdqn.cli import main
@@ -386,8 +385,7 @@ def test_a_stop_signal_stops_every_worker_and_keeps_finished_epochs(tmp_path: Pa
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=to_group,
-        # a shell's background job ignores SIGINT, and so would the CLI: give it the terminal's default
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     runs = tmp_path / "deramo-gym" / "runs"
     started = ("MDQN-seed0", "MDQN-seed1")
