@@ -31,6 +31,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         (["train", "--task", "CartPole-v1", "--epochs", "-1"], "--epochs"),
         (["train", "--task", "CartPole-v1", "--batch-size", "0"], "not a positive integer"),
         (["train", "--task", "CartPole-v1", "--lr-fan-in", "-1"], "not a non-negative integer"),
+        (["train", "--task", "CartPole-v1", "--lr-fan-in-conv", "channels"], "give --lr-fan-in N as well"),
+        (["train", "--task", "CartPole-v1", "--lr-fan-in-conv", "area"], "invalid choice"),
         (["train", "--task", "CartPole-v1", "--eval-workers", "-2"], "not a non-negative integer"),
         (["train", "--task", "CartPole-v1", "--kernels", "numpy", "--precision", "bf16"], "--kernels numpy"),
         (["train", "--task", "CartPole-v1", "--kernels", "blas"], "invalid choice"),

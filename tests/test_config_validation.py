@@ -95,6 +95,7 @@ def test_saved_configurations_of_older_versions_still_load() -> None:
     for section, name in [
         ("learner", "kernels"),
         ("learner", "lr_fan_in"),
+        ("learner", "lr_fan_in_conv"),
         ("learner", "precision"),
         ("learner", "optimizer"),
         ("learner", "rmsprop_decay"),
@@ -113,6 +114,12 @@ def test_saved_configurations_of_older_versions_still_load() -> None:
     assert loaded.learning_fingerprint() == expected.learning_fingerprint()
     clipped = dataclasses.replace(expected, learner=LearnerConfig(kernels="torch", clip_targets=True))
     assert clipped.learning_fingerprint() != expected.learning_fingerprint()
+    channels = LearnerConfig(kernels="torch", lr_fan_in=64, lr_fan_in_conv="channels")
+    kernel = dataclasses.replace(channels, lr_fan_in_conv="kernel")
+    assert (
+        dataclasses.replace(expected, learner=channels).learning_fingerprint()
+        != dataclasses.replace(expected, learner=kernel).learning_fingerprint()
+    )
 
 
 def test_integers_are_taken_for_floats_and_keep_the_fingerprint() -> None:

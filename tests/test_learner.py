@@ -203,6 +203,23 @@ def test_lr_fan_in_counts_a_convolutions_kernel_area() -> None:
     assert [g["lr"] for g in learner.optimizer.param_groups] == pytest.approx(expected, rel=1e-12)
 
 
+def test_lr_fan_in_conv_channels_counts_a_convolutions_in_channels_only() -> None:
+    """``lr_fan_in_conv="channels"``: the convolutions' fan-ins are their in-channels (4, 32, 64), so with
+    N = 64 they keep ``lr``; the dense layers' rates are those of the default count."""
+    from mtdqn.config_atari import AtariNetworkConfig
+    from mtdqn.nets_atari import AtariQNetwork
+
+    net = AtariQNetwork([6, 4], AtariNetworkConfig(arch="review-mtqn", init="xavier"), seeds=0)
+    rates = {}
+    for count in ("kernel", "channels"):
+        cfg = LearnerConfig(lr=1e-4, lr_fan_in=64, lr_fan_in_conv=count)
+        rates[count] = [g["lr"] for g in DQNLearner(net, [0.99, 0.99], cfg).optimizer.param_groups]
+    dense = [1e-4 * min(1.0, 64 / f) for f in (3136, 1024, 512, 256, 128, 64)]
+    assert rates["channels"] == pytest.approx([1e-4, 1e-4, 1e-4, *dense], rel=1e-12)
+    convs = [1e-4 * 64 / 256, 1e-4 * 64 / 512, 1e-4 * 64 / 576]  # 4 x 8 x 8, 32 x 4 x 4, 64 x 3 x 3 inputs
+    assert rates["kernel"] == pytest.approx([*convs, *dense], rel=1e-12)
+
+
 @pytest.mark.parametrize("kernels", ["torch", "numpy"])
 def test_clip_targets_clamps_into_the_values_the_rewards_seen_allow(kernels: str) -> None:
     """``clip_targets``: y is clamped into [min(r_min, 0), max(r_max, 0)] / (1 - gamma_t), the rewards'

@@ -144,6 +144,8 @@ def test_cli_builds_an_atari_run_from_a_game_group_protocol_and_flags() -> None:
             "1.5e-4",
             "--lr-fan-in",
             "256",
+            "--lr-fan-in-conv",
+            "channels",
         ]
     )
     config = config_from_args(args)
@@ -156,7 +158,7 @@ def test_cli_builds_an_atari_run_from_a_game_group_protocol_and_flags() -> None:
     assert config.atari_network.arch == "review-mtqn" and config.atari_network.init == "xavier"
     assert config.learner.batch_size == 32 and config.learner.lr == 1e-4  # the flag, then the protocol
     assert config.learner.precision == "bf16" and config.learner.adam_eps == 1.5e-4
-    assert config.learner.lr_fan_in == 256
+    assert config.learner.lr_fan_in == 256 and config.learner.lr_fan_in_conv == "channels"
     assert config.atari.repeat_action_probability == 0.25
     assert config.atari.terminal_on_life_loss and not config.atari.fire_on_reset
     assert config.atari.max_episode_steps == 1000

@@ -22,6 +22,7 @@ from mtdqn.config import (
     ARCH_PRESETS,
     INITS,
     KERNELS,
+    LR_FAN_IN_CONV,
     MODES,
     OPTIMIZERS,
     PRECISIONS,
@@ -138,6 +139,7 @@ _EXPERIMENT_OPTIONS = [
     "optimizer",
     "optimizer_eps",
     "lr_fan_in",
+    "lr_fan_in_conv",
     "precision",
     "kernels",
     "task_balance",
@@ -320,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-layer learning rates lr * min(1, N / fan-in) (fan-in: a unit's inputs, a convolution's "
         "in-channels x kernel area), muP's rule for Adam; keeps Adam from saturating sigmoid units behind "
         "wide layers (default: 0, one learning rate)",
+    )
+    learn.add_argument(
+        "--lr-fan-in-conv",
+        choices=LR_FAN_IN_CONV,
+        help="what --lr-fan-in counts as a convolution's fan-in: kernel (in-channels x kernel area) or "
+        "channels (in-channels only, muP's count: the Nature convolutions then keep the full rate for "
+        "N >= 64) (default: kernel)",
     )
     learn.add_argument(
         "--precision",
@@ -767,6 +776,7 @@ def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
             optimizer=args.optimizer,
             adam_eps=args.optimizer_eps,
             lr_fan_in=args.lr_fan_in,
+            lr_fan_in_conv=args.lr_fan_in_conv,
             precision=args.precision,
             kernels=args.kernels,
             task_balance=args.task_balance,

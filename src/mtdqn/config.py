@@ -26,6 +26,7 @@ TASK_BALANCES = ("none", "param-norm", "feature-norm")
 """``LearnerConfig.task_balance``: the paper's joint loss, or the rule of :mod:`mtdqn.task_balance`."""
 OPTIMIZERS = ("adam", "rmsprop-centered")
 PRECISIONS = ("fp32", "bf16")
+LR_FAN_IN_CONV = ("kernel", "channels")
 
 
 @dataclass
@@ -122,6 +123,11 @@ class LearnerConfig:
     muP rule for Adam's hidden layers (Yang et al. 2021): with Adam every weight moves by about ``lr`` per
     step whatever its gradient, so a unit's input sum moves by about ``lr * fan_in`` times its mean input,
     which saturates sigmoid units behind wide layers. CLI ``--lr-fan-in``."""
+    lr_fan_in_conv: str = "kernel"
+    """What ``lr_fan_in`` counts as a convolution's fan-in: ``kernel`` (in-channels x kernel area, a unit's
+    inputs) or ``channels`` (in-channels only: muP counts only the dimensions that grow with the width, so
+    for N >= 64 the Nature convolutions keep ``lr`` and only the dense layers are slowed). Dense layers
+    count their in-features either way. CLI ``--lr-fan-in-conv``."""
     precision: str = "fp32"
     """``fp32``, or ``bf16``: forward and backward under CPU/CUDA autocast to bfloat16 (weights, optimizer
     state, loss and TD targets stay float32). Measured 1.3x faster for the Atari update on the 2-core CPU."""
@@ -287,7 +293,15 @@ class Config:
         if self.learner.task_balance != "param-norm" or not self.learner.task_balance_max_weight:
             data["learner"].pop("task_balance_max_weight")  # param-norm runs saved before it: no bound
         defaults = LearnerConfig()
-        for key in ("optimizer", "rmsprop_decay", "precision", "lr_fan_in", "task_balance", "clip_targets"):
+        for key in (
+            "optimizer",
+            "rmsprop_decay",
+            "precision",
+            "lr_fan_in",
+            "lr_fan_in_conv",
+            "task_balance",
+            "clip_targets",
+        ):
             if data["learner"][key] == getattr(defaults, key):
                 data["learner"].pop(key)
         if data["learner"]["kernels"] == "torch":  # the only kernels of runs from before the field
@@ -416,6 +430,11 @@ class Config:
         _positive("train frequency", self.learner.train_frequency)
         if self.learner.lr_fan_in < 0:
             raise UserError(f"--lr-fan-in is {self.learner.lr_fan_in}; give 0 (off) or a positive fan-in")
+        if self.learner.lr_fan_in_conv not in LR_FAN_IN_CONV:
+            choices = ", ".join(LR_FAN_IN_CONV)
+            raise UserError(f"unknown --lr-fan-in-conv {self.learner.lr_fan_in_conv!r}; use one of {choices}")
+        if self.learner.lr_fan_in_conv != "kernel" and not self.learner.lr_fan_in:
+            raise UserError("--lr-fan-in-conv applies to per-layer rates only; give --lr-fan-in N as well")
         _positive("epsilon decay steps", self.exploration.eps_decay_steps)
         for name in ("eps_start", "eps_end", "eval_epsilon"):
             value = getattr(self.exploration, name)

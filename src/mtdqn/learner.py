@@ -238,12 +238,15 @@ class DQNLearner:
 
 def param_groups(online: torch.nn.Module, cfg: LearnerConfig) -> list[dict]:
     """The optimizer's parameter groups: one group at ``lr``, or with ``cfg.lr_fan_in`` one per layer at
-    ``lr * min(1, lr_fan_in / fan_in)`` (a convolution's fan-in counts its kernel area)."""
+    ``lr * min(1, lr_fan_in / fan_in)`` (a convolution's fan-in: in-channels x kernel area, or in-channels
+    alone with ``cfg.lr_fan_in_conv == "channels"``)."""
     if not cfg.lr_fan_in:
         return [{"params": list(online.parameters())}]
     groups = []
     for layer, weight, bias in zip(online.plan, online.weights, online.biases, strict=True):
-        groups.append({"params": [weight, bias], "lr": cfg.lr * min(1.0, cfg.lr_fan_in / layer.fan_in)})
+        channels_only = cfg.lr_fan_in_conv == "channels" and getattr(layer, "is_conv", False)
+        fan_in = layer.in_dim if channels_only else layer.fan_in
+        groups.append({"params": [weight, bias], "lr": cfg.lr * min(1.0, cfg.lr_fan_in / fan_in)})
     return groups
 
 
