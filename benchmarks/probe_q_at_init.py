@@ -47,11 +47,13 @@ def main() -> None:
         net = AtariQNetwork([n_actions], cfg, seeds=args.seed)
         with torch.no_grad():
             q = net(obs)[0, 0, :, :n_actions]
+            features = net.features(obs)[0, 0]
         offsets = " ".join(f"{v:+.3f}" for v in q.mean(0).tolist())
         print(
             f"{spec:20s} Q per action (mean over states): {offsets}; "
             f"spread of the offsets {float(q.mean(0).max() - q.mean(0).min()):.3f}; "
-            f"std over states of max_a Q {float(q.max(1).values.std()):.2e}"
+            f"std over states of max_a Q {float(q.max(1).values.std()):.2e}; features: mean "
+            f"{float(features.mean()):.3f}, std over states {float(features.std(0).mean()):.2e}"
         )
 
 
