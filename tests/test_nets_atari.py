@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from mtdqn.errors import UserError
 from mtdqn.learner import DQNLearner
 from mtdqn.nets_atari import AtariQNetwork
 from mtdqn.policy import masked_greedy
-from mtdqn.replay_frames import FrameReplay
+from mtdqn.replay_frames import FrameBatch, FrameReplay
 
 BREAKOUT_PONG = [4, 6]
 
@@ -199,6 +201,34 @@ def test_a_dqn_update_on_a_frame_batch(arch: str) -> None:
     assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
     for a, b in zip(learner.target.parameters(), net.parameters(), strict=True):
         torch.testing.assert_close(a, b)  # copied after the second update
+
+
+def test_zero_q_layer_starts_q_at_zero_and_keeps_every_other_layers_init() -> None:
+    """``zero_q_layer``: Q is exactly 0 for any frames; the other layers are those of the same seed without
+    it; the first update moves only the Q layer (every lower gradient passes through its zero weights)."""
+    cfg = AtariNetworkConfig(arch="review-mtqn", init="xavier")
+    plain = AtariQNetwork(BREAKOUT_PONG, cfg, n_members=2, seeds=[3, 4])
+    zero = AtariQNetwork(
+        BREAKOUT_PONG, dataclasses.replace(cfg, zero_q_layer=True), n_members=2, seeds=[3, 4]
+    )
+    assert torch.equal(zero(_frames(2, 2, 5)), torch.zeros(2, 2, 5, 6))
+    for a, b in zip(
+        [*plain.weights[:-1], *plain.biases[:-1]], [*zero.weights[:-1], *zero.biases[:-1]], strict=True
+    ):
+        assert torch.equal(a, b)
+    assert torch.equal(zero.weights[-1], torch.zeros_like(zero.weights[-1])) and not zero.biases[-1].any()
+    assert not plain.weights[-1].detach().eq(0).any()  # without the option the Q layer is not zero
+    learner = DQNLearner(zero, [0.99, 0.99], LearnerConfig(lr=1e-4))
+    batch = FrameBatch(
+        obs=_frames(2, 2, 8),
+        action=torch.zeros(2, 2, 8, dtype=torch.long),
+        reward=torch.ones(2, 2, 8),
+        next_obs=_frames(2, 2, 8, seed=1),
+        terminal=torch.zeros(2, 2, 8),
+    )
+    learner.update(batch)
+    assert all(torch.equal(w.grad, torch.zeros_like(w)) for w in zero.weights[:-1])
+    assert zero.weights[-1].grad.abs().sum() > 0 and zero.weights[-1].detach().ne(0).any()
 
 
 def test_init_option_overrides_the_architectures_own() -> None:

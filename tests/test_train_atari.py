@@ -93,6 +93,12 @@ def test_atari_settings_do_not_change_control_fingerprints() -> None:
     assert Config.from_dict(saved).learning_fingerprint() == atari.learning_fingerprint()
     xavier = dataclasses.replace(atari, atari_network=dataclasses.replace(network, init="xavier"))
     assert xavier.learning_fingerprint() != atari.learning_fingerprint()
+    # so did --zero-q-layer
+    saved = atari.to_dict()
+    saved["atari_network"].pop("zero_q_layer")
+    assert Config.from_dict(saved).learning_fingerprint() == atari.learning_fingerprint()
+    zero_q = dataclasses.replace(atari, atari_network=dataclasses.replace(network, zero_q_layer=True))
+    assert zero_q.learning_fingerprint() != atari.learning_fingerprint()
 
 
 def test_config_round_trips_through_its_dict() -> None:
@@ -108,6 +114,7 @@ def test_config_round_trips_through_its_dict() -> None:
         (["--task", "ALE/Pong-v5", "--task", "CartPole-v1"], "not an Atari game"),
         (["--task", "CartPole-v1", "--protocol", "review"], "--protocol applies to Atari games only"),
         (["--task", "CartPole-v1", "--arch", "nature"], "--arch nature applies to Atari games only"),
+        (["--task", "CartPole-v1", "--zero-q-layer"], "--zero-q-layer applies to Atari games only"),
         (["--task", "ALE/Pong-v5", "--arch", "tiny"], "network for vector tasks"),
         (["--task", "ALE/Pong-v5", "--horizon", "100"], "use --max-episode-steps"),
     ],
@@ -146,6 +153,7 @@ def test_cli_builds_an_atari_run_from_a_game_group_protocol_and_flags() -> None:
             "256",
             "--lr-fan-in-conv",
             "channels",
+            "--zero-q-layer",
         ]
     )
     config = config_from_args(args)
@@ -156,6 +164,7 @@ def test_cli_builds_an_atari_run_from_a_game_group_protocol_and_flags() -> None:
         "ALE/VideoPinball-v5",
     ]
     assert config.atari_network.arch == "review-mtqn" and config.atari_network.init == "xavier"
+    assert config.atari_network.zero_q_layer
     assert config.learner.batch_size == 32 and config.learner.lr == 1e-4  # the flag, then the protocol
     assert config.learner.precision == "bf16" and config.learner.adam_eps == 1.5e-4
     assert config.learner.lr_fan_in == 256 and config.learner.lr_fan_in_conv == "channels"

@@ -153,6 +153,7 @@ _EXPERIMENT_OPTIONS = [
     "fire_reset",
     "max_episode_steps",
     "full_action_space",
+    "zero_q_layer",
     "conv_mode",
     "eps_start",
     "eps_end",
@@ -536,6 +537,12 @@ def _add_atari_options(train: argparse.ArgumentParser) -> None:
         help="all 18 actions instead of each game's minimal set (default: minimal)",
     )
     atari.add_argument(
+        "--zero-q-layer",
+        action="store_true",
+        default=None,
+        help="start the Q layer at zero: Q = 0 everywhere at the start, no per-action offsets (default: off)",
+    )
+    atari.add_argument(
         "--conv-mode",
         choices=["auto", "grouped", "loop"],
         help="per-game convolutions as one grouped convolution or one per game; auto: loop on the CPU "
@@ -736,6 +743,7 @@ _ATARI_ONLY = (
     "fire_reset",
     "max_episode_steps",
     "full_action_space",
+    "zero_q_layer",
     "conv_mode",
 )
 
@@ -836,6 +844,7 @@ def _atari_config_from_args(args: argparse.Namespace) -> Config:
         arch=args.arch,
         feature_activation=args.feature_activation,
         init=args.init,
+        zero_q_layer=args.zero_q_layer,
         conv_mode=args.conv_mode,
     )
     config = _with_overrides(config, args)

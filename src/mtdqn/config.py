@@ -288,6 +288,8 @@ class Config:
                 data.pop(key)
         if data.get("atari_network") and not data["atari_network"]["init"]:  # runs from before --init
             data["atari_network"].pop("init")
+        if data.get("atari_network") and not data["atari_network"]["zero_q_layer"]:  # before --zero-q-layer
+            data["atari_network"].pop("zero_q_layer")
         if self.learner.task_balance != "param-norm":  # read by param-norm only
             data["learner"].pop("task_balance_every")
         if self.learner.task_balance != "param-norm" or not self.learner.task_balance_max_weight:

@@ -74,6 +74,10 @@ class AtariNetworkConfig:
     """Weight initialisation; empty = the architecture's own (``torch``, PyTorch's default
     U(+-1/sqrt(fan_in)), for the review's networks and ``nature`` as their code had; ``xavier``,
     Xavier-uniform with ReLU gain and gain 1 for the Q layer, for the deramo networks as the paper's code)."""
+    zero_q_layer: bool = False
+    """Start the Q layer (the last one) at zero weights and biases, so that Q = 0 for every state and action
+    at the start instead of per-action offsets that do not depend on the state (``review-mtqn`` with Xavier
+    init: -1.66 to +0.74 on Pong, README). Not in the paper or the review. CLI ``--zero-q-layer``."""
     conv_mode: str = "auto"
     """Per-game convolutions as one grouped convolution (``grouped``) or one convolution per (member, game)
     (``loop``); ``auto``: loop on the CPU (measured faster there), grouped on other devices."""

@@ -205,6 +205,9 @@ class AtariQNetwork(nn.Module):
                     w = weight[member] if layer.shared else weight[member, t]
                     b = bias[member] if layer.shared else bias[member, t]
                     self._init_layer(w, b, layer, gen)
+            if self.cfg.zero_q_layer:  # drawn as usual above, so every other layer keeps its init
+                self.weights[-1][member].zero_()
+                self.biases[-1][member].zero_()
 
     def _init_layer(self, w: torch.Tensor, b: torch.Tensor, layer: AtariLayer, gen) -> None:
         fan_in, fan_out = layer.fan_in, layer.out_dim * layer.area
