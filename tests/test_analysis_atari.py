@@ -158,3 +158,4 @@ def test_cli_evaluate_scores_an_atari_run(atari_run: Path, capsys) -> None:
     saved = read_metrics(atari_run / "evaluations.csv", EVALUATION_COLUMNS)
     assert list(saved["task_name"]) == ["Pong", "Breakout"] * 2 and set(saved["steps"]) == {50}
     assert list(saved["return"]) == [row["return"] for row in report["tasks"]]
+    assert [row["return_sd"] for row in report["tasks"]] == [None] * 4  # no game ends within 50 steps

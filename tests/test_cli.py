@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import TINY_TRAIN, alive, default_sigint, descendants, sigterm_when
 
@@ -118,6 +119,8 @@ def test_train_evaluate_plot_end_to_end(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert [float(r["J"]) for r in saved[:2]] == [t["J"] for t in scores["tasks"]]
     assert {r["epoch"] for r in saved} == {"1"} and {r["seed"] for r in saved} == {"0"}
+    sd = [float("nan") if t["return_sd"] is None else t["return_sd"] for t in scores["tasks"]]
+    np.testing.assert_array_equal([float(r["return_sd"]) for r in saved[:2]], sd)  # nan: < 2 episodes
     proc = _run(["plot", str(run)], tmp_path)
     assert proc.returncode == 0 and "learning_curves.png" in proc.stdout
 

@@ -13,6 +13,7 @@ from conftest import TINY_TRAIN
 from scipy import stats
 
 from mtdqn.cli import main
+from mtdqn.compare import final_evaluation
 from mtdqn.runlog import GRADIENT_COLUMNS, METRIC_COLUMNS, TASK_WEIGHT_COLUMNS, MetricsTable, save_evaluation
 
 
@@ -202,6 +203,22 @@ def test_final_evaluation_is_the_latest_epochs_longest_last_evaluated(two_runs, 
     assert float(ra["evaluation_ci95"]) == pytest.approx(_t(2) * np.std([3, 5], ddof=1) / math.sqrt(2))
     assert rows[("Acrobot-v1", "a")]["evaluation"] == rows[("CartPole-v1", "b")]["evaluation"] == ""
     assert "4 ± " in (out / "summary.md").read_text()
+
+
+def test_evaluations_written_before_return_sd_are_kept_with_nan_there(two_runs) -> None:
+    a, _ = two_runs
+    old = "epoch,steps,epsilon,eval_seed,member,seed,task,task_name,J,return,episodes\n"
+    old += "3,200,0.05,0,0,0,0,CartPole-v1,1.5,3.0,4\n"
+    (a / "evaluations.csv").write_text(old)
+    new = {"epoch": 3, "steps": 50, "epsilon": 0.05, "eval_seed": 0, "member": 0, "seed": 0, "task": 0,
+           "task_name": "CartPole-v1", "J": 0.5, "return": 1.0, "episodes": 3, "return_sd": 0.25}  # fmt: skip
+    save_evaluation(a, [new])
+    with (a / "evaluations.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    saved = [(r["steps"], r["return"], r["return_sd"]) for r in rows]
+    assert saved == [("200", "3.0", "nan"), ("50", "1.0", "0.25")]
+    values, setting = final_evaluation(a / "evaluations.csv", "return")
+    assert setting == "epoch 3, 200 steps, epsilon 0.05" and values["CartPole-v1"].tolist() == [3.0]
 
 
 def _write_experiment(folder: Path, arms: dict[str, np.ndarray], steps_per_epoch: dict[str, int]) -> None:

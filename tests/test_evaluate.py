@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtdqn.config import NetworkConfig, TaskConfig
-from mtdqn.evaluate import EvalJob, EvalResult, Evaluator, ScoreKeeper, run_evaluation
+from mtdqn.evaluate import EvalJob, EvalResult, Evaluator, ScoreKeeper, return_interval, run_evaluation
 from mtdqn.nets import MultiTaskQNetwork
 from mtdqn.tasks import task_specs
 
@@ -30,6 +30,19 @@ def test_j_is_the_mean_discounted_return_of_completed_episodes() -> None:
     assert j0 == pytest.approx((1.75 + 0.0) / 2, abs=1e-15)
     assert ret0 == pytest.approx((3 + 2) / 2, abs=1e-15)
     assert (j1, ret1) == (3.0, 3.0)
+    # the spread of the returns 3 and 2 (ddof 1); one episode has none
+    sd0, sd1 = keeper.return_sd()
+    assert sd0 == pytest.approx(np.sqrt(0.5), abs=1e-15) and np.isnan(sd1)
+
+
+def test_return_interval_is_the_student_t_half_width() -> None:
+    # one member: over its 5 episodes (t_{0.975, 4} = 2.776445105), from their standard deviation 2
+    half = return_interval(np.array([1.0]), np.array([2.0]), np.array([5]))
+    assert half == pytest.approx(2.776445105 * 2 / np.sqrt(5), rel=1e-9)
+    # several members: over their mean returns (sd of 1, 2, 3, 6 = sqrt(14/3); t_{0.975, 3} = 3.182446305)
+    half = return_interval(np.array([1.0, 2.0, 3.0, 6.0]), np.full(4, 99.0), np.full(4, 7))
+    assert half == pytest.approx(3.182446305 * np.sqrt(14 / 3) / 2, rel=1e-9)
+    assert np.isnan(return_interval(np.array([1.0]), np.array([np.nan]), np.array([1])))
 
 
 def test_j_is_zero_when_no_episode_ends() -> None:
@@ -103,7 +116,7 @@ def test_a_split_evaluation_joins_into_the_whole_ones_numbers() -> None:
     assert [p.params[1][0].shape[0] for p in parts] == [2, 1, 2]
     whole, joined = run_evaluation(job), EvalResult.join([run_evaluation(p) for p in parts])
     assert whole.j.shape == (5, 2) and (whole.episodes > 0).all()
-    for field in ("j", "ret", "episodes"):
+    for field in ("j", "ret", "episodes", "ret_sd"):
         np.testing.assert_array_equal(getattr(joined, field), getattr(whole, field))
     assert len(job.split(9)) == 5  # at most one job per member
 

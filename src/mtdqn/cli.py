@@ -939,6 +939,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from mtdqn.evaluate import return_interval
     from mtdqn.runlog import save_evaluation
     from mtdqn.train import Trainer
 
@@ -970,26 +971,35 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             "J": float(result.j[m, t]),
             "return": float(result.ret[m, t]),
             "episodes": int(result.episodes[m, t]),
+            "return_sd": float(result.ret_sd[m, t]),
         }
         for m, seed in enumerate(seeds)
         for t, spec in enumerate(trainer.specs)
     ]
     if not args.no_save:
         print(f"saved in {save_evaluation(Path(args.run_dir), records)}", file=sys.stderr)
-    shown = ("seed", "J", "return", "episodes")
-    rows = [{"task": r["task_name"], **{k: r[k] for k in shown}} for r in records]
+    shown = ("seed", "J", "return", "episodes", "return_sd")
+    rows = [{"task": r["task_name"], **{k: _json_number(r[k]) for k in shown}} for r in records]
     if args.json:
         print(json.dumps({"epoch": trainer.epoch, "steps": job.n_steps, "tasks": rows}, indent=2))
         return
     print(f"{args.run_dir} after epoch {trainer.epoch}, {job.n_steps} steps per task, epsilon {job.epsilon}")
     if len(seeds) > 1:
-        print(f"mean over {len(seeds)} seeds (per seed: --json)")
-    print(f"{'task':<20} {'J':>10} {'return':>10} {'episodes':>9}")
+        print(f"mean over {len(seeds)} seeds; +-95%: Student-t interval over the seeds (per seed: --json)")
+    else:
+        print("+-95%: Student-t interval of the mean return over the episodes that ended")
+    print(f"{'task':<20} {'J':>10} {'return':>10} {'+-95%':>8} {'episodes':>9}")
     for t, spec in enumerate(trainer.specs):
+        half = return_interval(result.ret[:, t], result.ret_sd[:, t], result.episodes[:, t])
         print(
             f"{spec.name:<20} {result.j[:, t].mean():>10.4f} {result.ret[:, t].mean():>10.2f} "
-            f"{result.episodes[:, t].mean():>9.1f}"
+            f"{half:>8.2f} {result.episodes[:, t].mean():>9.1f}"
         )
+
+
+def _json_number(value):
+    """nan as JSON's null (json.dumps would write the non-standard NaN)."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def cmd_plot(args: argparse.Namespace) -> None:

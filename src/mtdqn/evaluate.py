@@ -7,7 +7,9 @@ seeded environment with epsilon = ``eval_epsilon`` (0: greedy). Scores per task:
   within the evaluation; the unfinished last episode is dropped and J = 0 if no episode ended (the rule of
   the MushroomRL version behind the paper's published numbers, spec section 1.9);
 * ``return``: mean undiscounted return of the same episodes (0 if none), as CleanRL/SB3 report;
-* ``episodes``: how many episodes ended.
+* ``episodes``: how many episodes ended;
+* ``return_sd``: the sample standard deviation of those episodes' undiscounted returns (nan with fewer than
+  two), from which ``mtdqn evaluate`` states a 95% interval of the mean return.
 
 Evaluation never changes the learner, so it runs on a snapshot of the parameters, in a second process
 while the next epoch trains (``background_eval``); both placements give identical numbers.
@@ -41,6 +43,7 @@ class ScoreKeeper:
         self._discount = np.ones(n)
         self._sum_g = np.zeros(n)
         self._sum_r = np.zeros(n)
+        self._sum_r2 = np.zeros(n)
         self._episodes = np.zeros(n, dtype=np.int64)
 
     def add(self, reward: np.ndarray, episode_over: np.ndarray) -> None:
@@ -50,6 +53,7 @@ class ScoreKeeper:
         if episode_over.any():
             self._sum_g += np.where(episode_over, self._g, 0.0)
             self._sum_r += np.where(episode_over, self._r, 0.0)
+            self._sum_r2 += np.where(episode_over, self._r * self._r, 0.0)
             self._episodes += episode_over
             self._g[episode_over] = 0.0
             self._r[episode_over] = 0.0
@@ -59,6 +63,14 @@ class ScoreKeeper:
         """(N, 3): J, mean undiscounted return, completed episodes; 0 where no episode ended."""
         n = np.maximum(self._episodes, 1)
         return np.stack([self._sum_g / n, self._sum_r / n, self._episodes.astype(np.float64)], axis=1)
+
+    def return_sd(self) -> np.ndarray:
+        """(N,): sample standard deviation (ddof 1) of the completed episodes' undiscounted returns; nan
+        where fewer than two episodes ended."""
+        n = self._episodes
+        mean = self._sum_r / np.maximum(n, 1)
+        var = np.maximum(self._sum_r2 - n * mean * mean, 0.0) / np.maximum(n - 1, 1)
+        return np.where(n >= 2, np.sqrt(var), np.nan)
 
 
 @dataclass
@@ -98,6 +110,8 @@ class EvalResult:
     j: np.ndarray
     ret: np.ndarray
     episodes: np.ndarray
+    ret_sd: np.ndarray | None = None
+    """The standard deviation of the returns over each (member, task)'s episodes (None: not measured)."""
 
     @staticmethod
     def join(parts: list[EvalResult]) -> EvalResult:
@@ -107,6 +121,7 @@ class EvalResult:
             np.concatenate([p.j for p in parts]),
             np.concatenate([p.ret for p in parts]),
             np.concatenate([p.episodes for p in parts]),
+            None if any(p.ret_sd is None for p in parts) else np.concatenate([p.ret_sd for p in parts]),
         )
 
 
@@ -143,7 +158,23 @@ def explore(actions: np.ndarray, eps: float, n_actions: np.ndarray, rngs: list) 
 def scores_result(epoch: int, scores: list[ScoreKeeper]) -> EvalResult:
     """The scores of every task's keeper (one per task, S copies each) as an :class:`EvalResult`."""
     result = np.stack([keeper.result() for keeper in scores], axis=1)  # (S, T, 3)
-    return EvalResult(epoch, result[..., 0], result[..., 1], result[..., 2].astype(np.int64))
+    sd = np.stack([keeper.return_sd() for keeper in scores], axis=1)
+    return EvalResult(epoch, result[..., 0], result[..., 1], result[..., 2].astype(np.int64), sd)
+
+
+def return_interval(ret: np.ndarray, sd: np.ndarray, episodes: np.ndarray) -> float:
+    """Half-width of the 95% Student-t interval of a task's mean return: over the members' mean returns
+    when there are several, else over the one member's episodes (from their standard deviation ``sd``);
+    nan with fewer than two."""
+    from scipy import stats
+
+    if ret.size > 1:
+        n, spread = ret.size, float(ret.std(ddof=1))
+    else:
+        n, spread = int(episodes[0]), float(sd[0])
+    if n < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, n - 1) * spread / np.sqrt(n))
 
 
 def _serve(conn: Connection) -> None:

@@ -75,6 +75,9 @@ EVALUATION_COLUMNS += ["J", "return", "episodes"]
 """evaluations.csv (``mtdqn evaluate``): one row per (evaluation, member, task); an evaluation is its
 checkpoint epoch, steps per task, epsilon and the member's evaluation seed (``seed`` is the member's)."""
 EVALUATION_KEY = ("epoch", "steps", "epsilon", "eval_seed", "member", "task")
+EVALUATION_LATER_COLUMNS = ["return_sd"]
+"""Columns evaluations.csv gained later (``return_sd``: the standard deviation of the games' or episodes'
+returns, nan with fewer than two); rows of older files read as nan there."""
 CHECKPOINT_FORMAT = 1
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -197,7 +200,7 @@ def save_evaluation(run_dir: Path, rows: list[dict[str, Any]]) -> Path:
     """Add the rows of one ``mtdqn evaluate`` to ``run_dir/evaluations.csv`` (atomically), replacing the rows
     of the same evaluation (:data:`EVALUATION_KEY`) if it was run before (it gives the same numbers)."""
     path = run_dir / "evaluations.csv"
-    table = MetricsTable(path, EVALUATION_COLUMNS)
+    table = MetricsTable(path, EVALUATION_COLUMNS + EVALUATION_LATER_COLUMNS)
     if path.is_file():
         table.rows = _read_metric_rows(path, EVALUATION_COLUMNS)
 
@@ -205,9 +208,14 @@ def save_evaluation(run_dir: Path, rows: list[dict[str, Any]]) -> Path:
         return tuple(float(row[k]) for k in EVALUATION_KEY)
 
     new = {key(r) for r in rows}
-    table.rows = [r for r in table.rows if key(r) not in new]
-    table.append(rows)
+    table.rows = [_with_later_columns(r) for r in table.rows if key(r) not in new]
+    table.append([_with_later_columns(r) for r in rows])
     return path
+
+
+def _with_later_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with nan in each of :data:`EVALUATION_LATER_COLUMNS` it lacks (rows of older files)."""
+    return {**row, **{c: "nan" for c in EVALUATION_LATER_COLUMNS if row.get(c) in (None, "")}}
 
 
 def read_metrics(path: Path, columns: list[str] = METRIC_COLUMNS) -> dict[str, np.ndarray]:
