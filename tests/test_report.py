@@ -14,7 +14,7 @@ from scipy import stats
 
 from mtdqn import reference
 from mtdqn.cli import main
-from mtdqn.experiment_report import make_report
+from mtdqn.experiment_report import legend_below, make_report
 
 T2 = 4.302652729911275  # Student-t 97.5% quantile, 2 degrees of freedom (3 seeds)
 T3 = 3.182446305284263  # 3 degrees of freedom (4 runs)
@@ -255,3 +255,27 @@ def test_the_values_section_draws_mean_q_when_the_results_have_it(tmp_path: Path
     assert (new / "report" / "mean_q.png").stat().st_size > 10_000
     summary = (new / "report" / "summary.csv").read_text()
     assert summary == (folder / "report" / "summary.csv").read_text()  # the scores are untouched
+
+
+def test_a_legend_of_long_labels_takes_fewer_columns_and_fits_the_figure() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(4.2, 7.2), squeeze=False)
+    for k in range(3):
+        axes[0, 0].plot([0, 1], [k, k], label=f"a run with a long descriptive label number {k}")
+    legend_below(fig, axes[0], columns=3, row_height=0.025)
+    (legend,) = fig.legends
+    box = legend.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # three columns would stick out on both sides
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 1, figsize=(8, 3), squeeze=False)
+    for k in range(3):
+        axes[0, 0].plot([0, 1], [k, k], label=f"arm {k}")
+    legend_below(fig, axes[0], columns=3, row_height=0.06)
+    renderer = fig.canvas.get_renderer()
+    rows = {round(text.get_window_extent(renderer).y0) for text in fig.legends[0].get_texts()}
+    assert len(rows) == 1  # short labels keep every column: one row
+    plt.close(fig)

@@ -405,16 +405,23 @@ def plot_mean_q(mean_q: dict[str, dict[str, Curves]], out_dir: Path) -> Path:
 
 
 def legend_below(fig, axes, columns: int, row_height: float) -> None:
-    """One legend under the figure for the labelled lines of ``axes`` (each label once), the layout
-    tightened above it (``row_height``: the fraction of the figure's height one legend row takes)."""
+    """One legend under the figure for the labelled lines of ``axes`` (each label once) in at most ``columns``
+    columns, fewer where long labels would not fit the figure's width; the layout tightened above it
+    (``row_height``: the fraction of the figure's height one legend row takes)."""
     handles, labels = [], []
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             if label not in labels:
                 handles.append(h)
                 labels.append(label)
-    fig.legend(handles, labels, loc="lower center", ncol=min(columns, len(labels)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, row_height * math.ceil(len(labels) / columns), 1, 1))
+    ncol = min(columns, len(labels))
+    while True:  # as many columns (at most ``columns``) as fit the figure's width
+        legend = fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+        if ncol == 1 or legend.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width:
+            break
+        legend.remove()
+        ncol -= 1
+    fig.tight_layout(rect=(0, row_height * math.ceil(len(labels) / ncol), 1, 1))
 
 
 def draw_band(
