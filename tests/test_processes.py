@@ -97,7 +97,7 @@ def test_closing_during_an_evaluation_does_not_wait_for_it() -> None:
 
 class _Quick:
     def run(self) -> EvalResult:
-        return EvalResult(0, np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1), np.int64))
+        return EvalResult(0, np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1), np.int64), np.zeros((1, 1)))
 
 
 class _Dies:

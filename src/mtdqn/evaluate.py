@@ -29,6 +29,7 @@ import numpy as np
 from mtdqn.config import TaskConfig
 from mtdqn.policy import epsilon_greedy, masked_greedy, q_values
 from mtdqn.processes import ChildProcess
+from mtdqn.runlog import t_half_width, t_half_width_from_sd
 from mtdqn.seeding import derive_rng, derive_seed
 from mtdqn.tasks import make_vector_task
 
@@ -110,8 +111,8 @@ class EvalResult:
     j: np.ndarray
     ret: np.ndarray
     episodes: np.ndarray
-    ret_sd: np.ndarray | None = None
-    """The standard deviation of the returns over each (member, task)'s episodes (None: not measured)."""
+    ret_sd: np.ndarray
+    """The standard deviation of the returns over each (member, task)'s episodes (nan under two)."""
 
     @staticmethod
     def join(parts: list[EvalResult]) -> EvalResult:
@@ -121,7 +122,7 @@ class EvalResult:
             np.concatenate([p.j for p in parts]),
             np.concatenate([p.ret for p in parts]),
             np.concatenate([p.episodes for p in parts]),
-            None if any(p.ret_sd is None for p in parts) else np.concatenate([p.ret_sd for p in parts]),
+            np.concatenate([p.ret_sd for p in parts]),
         )
 
 
@@ -166,15 +167,10 @@ def return_interval(ret: np.ndarray, sd: np.ndarray, episodes: np.ndarray) -> fl
     """Half-width of the 95% Student-t interval of a task's mean return: over the members' mean returns
     when there are several, else over the one member's episodes (from their standard deviation ``sd``);
     nan with fewer than two."""
-    from scipy import stats
-
     if ret.size > 1:
-        n, spread = ret.size, float(ret.std(ddof=1))
-    else:
-        n, spread = int(episodes[0]), float(sd[0])
-    if n < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.975, n - 1) * spread / np.sqrt(n))
+        return float(t_half_width(ret))
+    n = int(episodes[0])
+    return float(t_half_width_from_sd(sd[0], n)) if n >= 2 else float("nan")
 
 
 def _serve(conn: Connection) -> None:

@@ -440,10 +440,14 @@ def plot_gradients(run_dir: Path) -> Path | None:
 
 def t_half_width(samples: np.ndarray) -> np.ndarray:
     """Half-width of the 95% Student-t interval of the mean over axis 0 (the paper's plotting rule)."""
+    return t_half_width_from_sd(samples.std(axis=0, ddof=1), samples.shape[0])
+
+
+def t_half_width_from_sd(sd: np.ndarray | float, n: int) -> np.ndarray | float:
+    """The same from ``n`` samples' standard deviation ``sd`` (ddof 1)."""
     from scipy import stats
 
-    n = samples.shape[0]
-    return stats.t.ppf(0.975, n - 1) * samples.std(axis=0, ddof=1) / np.sqrt(n)
+    return stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
 
 
 def _save_fig(fig, path: Path) -> None:
