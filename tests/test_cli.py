@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from conftest import TINY_TRAIN, alive, default_sigint, descendants, sigterm_when
 
-from mtdqn.cli import main
+from mtdqn.cli import build_parser, config_from_args, main
+from mtdqn.config import atari_run_config
+from mtdqn.errors import UserError
+from mtdqn.runlog import save_config
 
 TINY = ["--epochs", "1", *TINY_TRAIN]
 
@@ -87,6 +90,68 @@ def test_run_folder_errors_and_resume_flags(tmp_path: Path, capsys) -> None:
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "corrupt" in err and len(err.splitlines()) == 1
+
+
+def _learning_numbers(run: Path) -> list[dict[str, str]]:
+    """metrics.csv without its wall-clock columns."""
+    with (run / "metrics.csv").open() as f:
+        return [{k: v for k, v in r.items() if k not in ("steps_per_s", "wall_s")} for r in csv.DictReader(f)]
+
+
+def test_like_starts_a_new_run_with_another_runs_config(tmp_path: Path, capsys) -> None:
+    runs = ["--runs-dir", str(tmp_path)]
+    source = ["--task", "CartPole-v1", "--task", "Acrobot-v1", "--lr", "0.002", "--double-dqn"]
+    source += ["--gamma", "0.9"]
+    assert main(["train", *source, "--width", "24", "--name", "a", *runs, *TINY]) == 0
+    a = tmp_path / "a"
+    saved = json.loads((a / "config.json").read_text())["config"]
+    # the same config and seed again: the same run, number for number
+    assert main(["train", "--like", str(a), "--name", "b", *runs]) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["config"] == saved
+    assert _learning_numbers(tmp_path / "b") == _learning_numbers(a)
+    # another seed and an override; the default name is the source's with the new seed tag
+    assert main(["train", "--like", str(a), "--seed", "3", "--feature-width", "8", *runs]) == 0
+    other = json.loads((tmp_path / "a-seed3" / "config.json").read_text())["config"]
+    assert other["run"]["seeds"] == [3] and other["network"]["feature_width"] == 8
+    assert other["network"]["width"] == 24 and other["learner"]["lr"] == 0.002
+    assert other["learner"]["double_dqn"] is True and [t["gamma"] for t in other["tasks"]] == [0.9, 0.9]
+    assert {s for s in _learning_numbers(tmp_path / "a-seed3")[0]} == set(_learning_numbers(a)[0])
+    assert _learning_numbers(tmp_path / "a-seed3") != _learning_numbers(a)
+    capsys.readouterr()
+    for args, needle in [
+        (["--like", str(a), "--preset", "deramo-gym"], "drop --preset"),
+        (["--like", str(a), "--task", "CartPole-v1"], "drop --task"),
+        (["--like", str(a), "--noop-max", "5"], "applies to Atari games only"),
+        (["--like", str(tmp_path / "nowhere")], "not an mtdqn run folder"),
+        (["--like", str(a), "--name", "a", "--overwrite"], "would be"),
+        (["--resume", str(a), "--like", str(a)], "drop --like"),
+    ]:
+        assert main(["train", *args, *runs]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert json.loads((a / "config.json").read_text())["config"] == saved  # the source is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "a-seed3", "b"]
+
+
+def test_like_takes_an_atari_runs_protocol_and_network(tmp_path: Path) -> None:
+    source = atari_run_config("review", ["ALE/Pong-v5", "ALE/Breakout-v5"])
+    source.atari_network.arch = "review-mtqn"
+    source.learner.lr_fan_in = 256
+    (tmp_path / "src").mkdir()
+    save_config(tmp_path / "src", source)
+    parser = build_parser()
+    args = ["train", "--like", str(tmp_path / "src"), "--seed", "2"]
+    args += ["--zero-q-layer", "--no-life-loss-terminal"]
+    config = config_from_args(parser.parse_args([*args, "--lr", "5e-5"]))
+    expected = source.to_dict()
+    expected["run"]["seeds"] = [2]
+    expected["learner"]["lr"] = 5e-5
+    expected["atari_network"]["zero_q_layer"] = True
+    expected["atari"]["terminal_on_life_loss"] = False
+    assert config.to_dict() == expected
+    for bad, needle in [(["--width", "8"], "does not apply to Atari"), (["--protocol", "mnih2015"], "drop")]:
+        with pytest.raises(UserError, match=needle):
+            config_from_args(parser.parse_args([*args, *bad]))
 
 
 def test_train_evaluate_plot_end_to_end(tmp_path: Path) -> None:

@@ -163,6 +163,7 @@ _EXPERIMENT_OPTIONS = [
     "seed",
     "seeds",
     "name",
+    "like",
 ]
 
 
@@ -451,6 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the shared layers are frozen during epochs 1..N-1 and learn from epoch N on (the paper's "
         "--unfreeze-epoch); 0 or 1: never frozen; never: frozen for the whole run (default: 0)",
     )
+    run.add_argument(  # train only: added after transfer copied train's options
+        "--like",
+        metavar="RUN_DIR",
+        help="a new run with the saved config.json of RUN_DIR (its tasks, protocol, network and every "
+        "number; e.g. another seed: --like RUN_DIR --seed 1); the options given here override it, except "
+        "--preset, --task, --protocol and --arch (default name: RUN_DIR's name with the new seed tag)",
+    )
 
     ev = sub.add_parser(
         "evaluate",
@@ -703,16 +711,13 @@ def _is_atari(env_ids: list[str]) -> bool:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Compose a Config from presets and explicit options (unset options keep the defaults)."""
+    if getattr(args, "like", None):
+        return _config_like(args)
     if args.preset and args.tasks:
         raise UserError("give either --preset or --task, not both")
     if args.preset in GAME_GROUPS or (args.tasks and _is_atari(args.tasks)):
         return _atari_config_from_args(args)
-    atari_given = [o for o in _ATARI_ONLY if getattr(args, o, None) is not None]
-    if atari_given or args.arch in ATARI_ARCHS:
-        option = f"--{atari_given[0].replace('_', '-')}" if atari_given else f"--arch {args.arch}"
-        raise UserError(
-            f"{option} applies to Atari games only; give Atari tasks (--task ALE/Pong-v5) or drop it"
-        )
+    _refuse_atari_options(args)
     if args.preset:
         tasks = task_preset(args.preset)
     elif args.tasks:
@@ -720,16 +725,72 @@ def config_from_args(args: argparse.Namespace) -> Config:
     else:
         raise UserError("no task given; pass --preset deramo-gym (or review-control) or --task ENV_ID")
     _per_task(args, tasks)
-    network = arch_preset(args.arch or "deramo")
-    if args.width is not None:
-        network.width = args.width
-    if args.feature_width is not None:
-        network.feature_width = args.feature_width
-    if args.feature_activation is not None:
-        network.feature_activation = args.feature_activation
-    if args.init is not None:
-        network.init = args.init
+    network = _pick(
+        arch_preset(args.arch or "deramo"),
+        width=args.width,
+        feature_width=args.feature_width,
+        feature_activation=args.feature_activation,
+        init=args.init,
+    )
     config = _with_overrides(Config(tasks=tasks, network=network), args)
+    config.validate()
+    return config
+
+
+def _refuse_atari_options(args: argparse.Namespace) -> None:
+    """A run of vector tasks: the Atari-only options are a mistake."""
+    atari_given = [o for o in _ATARI_ONLY if getattr(args, o, None) is not None]
+    if atari_given or args.arch in ATARI_ARCHS:
+        option = f"--{atari_given[0].replace('_', '-')}" if atari_given else f"--arch {args.arch}"
+        raise UserError(
+            f"{option} applies to Atari games only; give Atari tasks (--task ALE/Pong-v5) or drop it"
+        )
+
+
+def _refuse_vector_options(args: argparse.Namespace) -> None:
+    """A run of Atari games: the options of the vector tasks' networks and horizons are a mistake."""
+    for option in ("width", "feature_width", "horizon"):
+        if getattr(args, option) is not None:
+            fix = "--max-episode-steps" if option == "horizon" else "--arch"
+            raise UserError(f"--{option.replace('_', '-')} does not apply to Atari games; use {fix}")
+
+
+# What a run is: --like takes these from the other run's config.json.
+_LIKE_FIXED = ("preset", "tasks", "protocol", "arch")
+
+
+def _config_like(args: argparse.Namespace) -> Config:
+    """The saved configuration of the run ``args.like`` with the explicit options of ``args`` on top."""
+    given = [_flag_of(o, getattr(args, o)) for o in _LIKE_FIXED if getattr(args, o) is not None]
+    if given:
+        raise UserError(
+            f"--like takes the tasks, protocol and network of {args.like}; drop {', '.join(given)} "
+            "(or give the whole command without --like)"
+        )
+    from mtdqn.runlog import load_config
+
+    config = load_config(Path(args.like))
+    if config.transfer is not None:
+        raise UserError(
+            f"{args.like} is a transfer run; start another one with mtdqn transfer --from "
+            f"{config.transfer.source} (its options are in {Path(args.like) / 'config.json'})"
+        )
+    if config.is_atari:
+        _refuse_vector_options(args)
+    else:
+        _refuse_atari_options(args)
+    _per_task(args, config.tasks)
+    if config.is_atari:
+        config = _with_atari_overrides(config, args)
+    else:
+        config.network = _pick(
+            config.network,
+            width=args.width,
+            feature_width=args.feature_width,
+            feature_activation=args.feature_activation,
+            init=args.init,
+        )
+    config = _with_overrides(config, args)
     config.validate()
     return config
 
@@ -819,16 +880,20 @@ def _atari_config_from_args(args: argparse.Namespace) -> Config:
     if not all(env_id.startswith("ALE/") for env_id in env_ids):
         other = next(e for e in env_ids if not e.startswith("ALE/"))
         raise UserError(f"{other} is not an Atari game; a run takes Atari games or vector tasks, not both")
-    for option in ("width", "feature_width", "horizon"):
-        if getattr(args, option) is not None:
-            fix = "--max-episode-steps" if option == "horizon" else "--arch"
-            raise UserError(f"--{option.replace('_', '-')} does not apply to Atari games; use {fix}")
+    _refuse_vector_options(args)
     if args.arch is not None and args.arch not in ATARI_ARCHS:
         raise UserError(
             f"--arch {args.arch} is a network for vector tasks; for Atari use one of {', '.join(ATARI_ARCHS)}"
         )
     config = atari_run_config(args.protocol or "deramo-atari", env_ids)
     _per_task(args, config.tasks)
+    config = _with_overrides(_with_atari_overrides(config, args), args)
+    config.validate()
+    return config
+
+
+def _with_atari_overrides(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` (an Atari run's) with the explicit preprocessing and network options of ``args``."""
     config.atari = _pick(
         config.atari,
         noop_max=args.noop_max,
@@ -847,22 +912,29 @@ def _atari_config_from_args(args: argparse.Namespace) -> Config:
         zero_q_layer=args.zero_q_layer,
         conv_mode=args.conv_mode,
     )
-    config = _with_overrides(config, args)
-    config.validate()
     return config
 
 
 def default_run_name(config: Config, preset: str | None, kind: str | None = None) -> str:
     """``<preset or tasks>-<kind, default: mode>-<seeds>``."""
     what = preset or "+".join(t.env_id.split("/")[-1] for t in config.tasks)
-    seeds = config.run.seeds
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{what}-{kind or config.mode}-{_seed_tag(config.run.seeds)}")
+
+
+def like_run_name(source: Path, config: Config) -> str:
+    """The name of a ``--like source`` run: the source's name, its seed tag (if any) replaced by the new
+    run's (``pong-seed0`` -> ``pong-seed1``; ``my-run`` -> ``my-run-seed1``)."""
+    stem = re.sub(r"-(seed\d+|seeds\d+-\d+|\d+seeds)$", "", source.resolve().name)
+    return f"{stem}-{_seed_tag(config.run.seeds)}"
+
+
+def _seed_tag(seeds: list[int]) -> str:
+    """``seed3``, ``seeds0-9`` (a range) or ``4seeds``."""
     if len(seeds) == 1:
-        tag = f"seed{seeds[0]}"
-    elif seeds == list(range(seeds[0], seeds[0] + len(seeds))):
-        tag = f"seeds{seeds[0]}-{seeds[-1]}"
-    else:
-        tag = f"{len(seeds)}seeds"
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{what}-{kind or config.mode}-{tag}")
+        return f"seed{seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds{seeds[0]}-{seeds[-1]}"
+    return f"{len(seeds)}seeds"
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -890,7 +962,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
     else:
         config = config_from_args(args)
-        run_dir = Path(args.runs_dir) / (args.name or default_run_name(config, args.preset))
+        if getattr(args, "like", None):
+            run_dir = Path(args.runs_dir) / (args.name or like_run_name(Path(args.like), config))
+            if run_dir.resolve() == Path(args.like).resolve():
+                raise UserError(f"the new run's folder would be {args.like} itself; give another --name")
+        else:
+            run_dir = Path(args.runs_dir) / (args.name or default_run_name(config, args.preset))
         trainer = Trainer.create(config, run_dir, overwrite=args.overwrite, progress=args.progress)
     _run_and_report(trainer)
 
