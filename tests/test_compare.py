@@ -9,31 +9,46 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, small_config
 from scipy import stats
 
 from mtdqn.cli import main
 from mtdqn.compare import final_evaluation
-from mtdqn.runlog import GRADIENT_COLUMNS, METRIC_COLUMNS, TASK_WEIGHT_COLUMNS, MetricsTable, save_evaluation
+from mtdqn.runlog import (
+    GRADIENT_COLUMNS,
+    METRIC_COLUMNS,
+    TASK_WEIGHT_COLUMNS,
+    MetricsTable,
+    save_config,
+    save_evaluation,
+)
 
 
 def _write_run(
-    run: Path, scores: dict[str, np.ndarray], steps: list[float], shares: dict[str, np.ndarray] | None = None
+    run: Path,
+    scores: dict[str, np.ndarray],
+    steps: list[float],
+    shares: dict[str, np.ndarray] | None = None,
+    first_seed: int = 10,
 ) -> None:
     """A run folder whose metrics.csv holds ``scores[task][member, k]`` as both return and J (J halved) at
-    epoch k after ``steps[k]`` learning steps, and gradients.csv the ``shares``; seeds 10 + member."""
+    epoch k after ``steps[k]`` learning steps, and gradients.csv the ``shares``; seeds first_seed + member."""
     run.mkdir(parents=True)
     rows, grad_rows = [], []
     for task_index, (task, values) in enumerate(scores.items()):
         for member, curve in enumerate(values):
             for epoch, value in enumerate(curve):
                 row = dict.fromkeys(METRIC_COLUMNS, 0.0)
-                row.update(epoch=epoch, member=member, seed=10 + member, task=task_index, task_name=task)
+                row.update(
+                    epoch=epoch, member=member, seed=first_seed + member, task=task_index, task_name=task
+                )
                 row.update({"return": value, "J": value / 2, "env_steps": steps[epoch]})
                 rows.append(row)
                 if shares is not None and task in shares:
                     g = dict.fromkeys(GRADIENT_COLUMNS, 0.0)
-                    g.update(epoch=epoch, member=member, seed=10 + member, task=task_index, task_name=task)
+                    g.update(
+                        epoch=epoch, member=member, seed=first_seed + member, task=task_index, task_name=task
+                    )
                     g["contribution"] = shares[task][member, epoch]
                     grad_rows.append(g)
     MetricsTable(run / "metrics.csv").append(rows)
@@ -132,7 +147,7 @@ def test_default_folder_and_labels_of_same_named_runs(tmp_path: Path, monkeypatc
     ("extra", "needle"),
     [
         (["--label", "only-one"], "--label was given 1 times for 2 runs"),
-        (["--label", "same", "--label", "same"], "two runs are labelled 'same'"),
+        (["--label", "same", "--label", "same"], "cannot be pooled with the other runs labelled 'same'"),
         (["--baseline", "nope"], "--baseline 'nope' is none of the runs' labels"),
         (["--out", "FILE"], "is a file; give --out a folder"),
     ],
@@ -149,6 +164,55 @@ def test_mistakes_give_one_line_and_exit_code_2(
     assert needle in err and len(err.splitlines()) == 1
     assert not out.exists()  # nothing written
     assert (tmp_path / "FILE").read_text() == "not a folder"
+
+
+def test_runs_with_one_label_are_pooled_as_seeds_of_one_setting(tmp_path: Path, capsys) -> None:
+    a, b, c, d = (tmp_path / name for name in "abcd")
+    b_cart = np.array([[0.0, 5.0, 6.0, 7.0, 100.0]])  # one more epoch than a: not pooled
+    b_acro = np.array([[-5.0, -3.0, -2.0, 0.0, 0.0]])
+    _write_run(a, {"CartPole-v1": A_CART, "Acrobot-v1": A_ACRO}, [0, 100, 200, 300])  # seeds 10, 11
+    _write_run(b, {"CartPole-v1": b_cart, "Acrobot-v1": b_acro}, [0, 100, 200, 300, 400], first_seed=0)
+    _write_run(c, {"CartPole-v1": b_cart, "Acrobot-v1": b_acro}, [0, 100, 200, 300, 400], first_seed=11)
+    _write_run(d, {"CartPole-v1": b_cart, "Acrobot-v1": b_acro}, [0, 100, 200, 300, 400], first_seed=0)
+    save_config(a, small_config(seeds=[10, 11]))
+    save_config(b, small_config(seeds=[0], epochs=4, torch_threads=2))  # epochs and threads: not the setting
+    save_config(c, small_config(seeds=[11]))
+    other = small_config(seeds=[0])
+    other.learner.lr = 0.5
+    save_config(d, other)
+
+    def evaluation(seed: int, member: int, value: float, steps: int = 200) -> dict:
+        row = {"epoch": 3, "steps": steps, "epsilon": 0.05, "eval_seed": 0, "member": member, "seed": seed}
+        return {**row, "task": 0, "task_name": "CartPole-v1", "J": value / 2, "return": value, "episodes": 3}
+
+    save_evaluation(a, [evaluation(10, 0, 1.0), evaluation(11, 1, 2.0)])
+    save_evaluation(b, [evaluation(0, 0, 6.0)])
+    out = tmp_path / "cmp"
+    pooled = ["compare", str(a), str(b), "--label", "x", "--label", "x"]
+    assert main([*pooled, "--last", "1", "--out", str(out)]) == 0
+    rows = _rows(out / "summary.csv")
+    assert list(rows) == [("CartPole-v1", "x"), ("Acrobot-v1", "x")]
+    cart = rows[("CartPole-v1", "x")]
+    assert float(cart["n"]) == 3 and float(cart["last_epoch"]) == 3 and float(cart["steps"]) == 300
+    last = [30.0, 50.0, 7.0]  # seeds 10, 11 of a and seed 0 of b at epoch 3, the last they all have
+    assert float(cart["last_mean"]) == pytest.approx(np.mean(last))
+    assert float(cart["last_ci95"]) == pytest.approx(_t(3) * np.std(last, ddof=1) / math.sqrt(3))
+    assert cart["evaluation"] == "epoch 3, 200 steps, epsilon 0.05" and float(cart["evaluation_mean"]) == 3.0
+    assert float(rows[("Acrobot-v1", "x")]["last_mean"]) == pytest.approx(np.mean([-2.0, -1.0, 0.0]))
+    assert rows[("Acrobot-v1", "x")]["evaluation"] == ""  # no evaluation of Acrobot
+    save_evaluation(b, [evaluation(0, 0, 6.0, steps=400)])  # b's final evaluation is now a longer one
+    assert main([*pooled, "--out", str(out)]) == 0
+    assert _rows(out / "summary.csv")[("CartPole-v1", "x")]["evaluation"] == ""
+    capsys.readouterr()
+    for runs, needle in [
+        ((a, c), "share seed 11"),
+        ((a, d), "not seeds of one setting (their config.json differ in learner.lr)"),
+    ]:
+        args = ["compare", *map(str, runs), "--label", "x", "--label", "x", "--out", str(tmp_path / "o")]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_not_a_run_and_empty_run(tmp_path: Path, capsys) -> None:

@@ -661,7 +661,7 @@ def _add_compare_parser(sub) -> None:
         help="compare runs side by side (curves against learning steps, a summary table)",
         description="Compare runs from their metrics.csv (and gradients.csv, evaluations.csv): per task "
         "(matched by name) "
-        "each run's score against learning steps per task, a population's mean and 95%% t-interval over "
+        "each run's score against learning steps per task, a population's mean and 95% t-interval over "
         "its seeds; writes OUT/curves.png, OUT/summary.csv and OUT/summary.md and prints the table. Runs "
         "still training are compared on the epochs they have finished.",
     )
@@ -676,7 +676,9 @@ def _add_compare_parser(sub) -> None:
         action="append",
         dest="labels",
         metavar="NAME",
-        help="a name for each run, once per run in the same order (default: the folder names)",
+        help="a name for each run, once per run in the same order; run folders given the same name are "
+        "pooled as the seeds of one setting (their config.json must agree but for seeds) (default: the "
+        "folder names)",
     )
     cmp.add_argument(
         "--metric",

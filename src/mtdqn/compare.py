@@ -12,7 +12,8 @@
 
 Everything is read from the runs' ``metrics.csv`` (and ``gradients.csv``), so a run still training can be
 compared with the epochs it has finished. A finished experiment folder stands for all its arms (from its
-``results.csv``, each arm with all its seeds, labelled ``<label>/<arm>``). Tasks are matched by name
+``results.csv``, each arm with all its seeds, labelled ``<label>/<arm>``); run folders given the same label
+are pooled as the seeds of one setting (:func:`pool_seeds`). Tasks are matched by name
 (``task_name``), so a single-task run of Pong lines up with Pong inside a multi-task run. The x axis is the
 learning steps per task (``env_steps``, 0 at the evaluation of the untrained network), so runs with
 different epoch sizes line up.
@@ -31,6 +32,7 @@ exists).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +228,8 @@ def default_labels(paths: list[Path]) -> list[str]:
 
 
 def read_runs(paths: list[Path], labels: list[str] | None, metric: str) -> list[RunSeries]:
-    """The runs to compare, checked: one label per run, no label twice."""
+    """The runs to compare, checked: one label per run; run folders that share a label are the seeds of one
+    setting (:func:`pool_seeds`)."""
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if labels is not None and len(labels) != len(paths):
@@ -235,15 +238,128 @@ def read_runs(paths: list[Path], labels: list[str] | None, metric: str) -> list[
             "give one per run, in the same order"
         )
     labels = labels if labels is not None else default_labels(paths)
-    runs = []
+    grouped: dict[str, list[Path]] = {}
     for path, label in zip(paths, labels, strict=True):
-        experiment = (path / MANIFEST).is_file() and not (path / "metrics.csv").is_file()
-        runs += read_experiment(path, label, metric) if experiment else [read_run(path, label, metric)]
+        grouped.setdefault(label, []).append(path)
+    runs = []
+    for label, group in grouped.items():
+        experiments = [p for p in group if _is_experiment(p)]
+        if len(group) == 1 and experiments:
+            runs += read_experiment(group[0], label, metric)
+        elif experiments:
+            raise UserError(
+                f"{experiments[0]} is an experiment folder labelled {label!r} like another run; only run "
+                "folders are pooled as seeds of one setting (an experiment's arms already hold their seeds)"
+            )
+        else:
+            runs.append(pool_seeds([read_run(p, label, metric) for p in group]))
     named = [r.label for r in runs]
     twice = [x for x in dict.fromkeys(named) if named.count(x) > 1]
     if twice:
         raise UserError(f"two runs are labelled {twice[0]!r}; give each run once, or a --label per run")
     return runs
+
+
+def _is_experiment(path: Path) -> bool:
+    return (path / MANIFEST).is_file() and not (path / "metrics.csv").is_file()
+
+
+# Settings of a run that change no learning number (nor the seeds): runs that differ only in these (and in
+# their seeds) are seeds of one setting.
+_NOT_THE_SETTING = ("seeds", "epochs", "device", "background_eval", "torch_threads", "eval_workers")
+
+
+def pool_seeds(runs: list[RunSeries]) -> RunSeries:
+    """Run folders of one setting (say one seed each, from ``mtdqn train --like``) as one run of all their
+    seeds: per task, their members side by side over the epochs they all have.
+
+    Their ``config.json`` must agree in everything that changes the learning but the seeds, and no seed may
+    appear twice; the final evaluations (``evaluations.csv``) are pooled where all runs have one of the same
+    setting (epoch, steps, epsilon), else left out."""
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    settings = [_setting(run) for run in runs]
+    for run, setting in zip(runs[1:], settings[1:], strict=True):
+        differ = [
+            key for key in settings[0].keys() | setting.keys() if settings[0].get(key) != setting.get(key)
+        ]
+        if differ:
+            raise UserError(
+                f"{first.path} and {run.path} are labelled {first.label!r} but are not seeds of one setting "
+                f"(their config.json differ in {', '.join(sorted(differ)[:4])}); give each its own --label"
+            )
+    seeds = [int(seed) for run in runs for seed in next(iter(run.scores.values())).seeds]
+    twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if twice:
+        raise UserError(
+            f"the runs labelled {first.label!r} share seed {twice[0]}; pool runs of distinct seeds "
+            "(mtdqn train --like RUN --seed N)"
+        )
+    settings_of_evaluation = {run.evaluation_setting for run in runs}
+    same_evaluation = len(settings_of_evaluation) == 1 and "" not in settings_of_evaluation
+    return RunSeries(
+        label=first.label,
+        path=first.path,
+        scores=_pooled([run.scores for run in runs]),
+        shares=_pooled([run.shares for run in runs]),
+        weights=_pooled([run.weights for run in runs]),
+        mean_q=_pooled([run.mean_q for run in runs]),
+        evaluation=(
+            {
+                t: np.concatenate([run.evaluation[t] for run in runs])
+                for t in _common([r.evaluation for r in runs])
+            }
+            if same_evaluation
+            else {}
+        ),
+        evaluation_setting=first.evaluation_setting if same_evaluation else "",
+    )
+
+
+def _setting(run: RunSeries) -> dict[str, object]:
+    """The run's configuration, flattened to ``section.field`` keys, without what does not change learning."""
+    from mtdqn.runlog import load_config
+
+    if not (run.path / "config.json").is_file():
+        raise UserError(
+            f"{run.path} has no config.json, so it cannot be pooled with the other runs labelled "
+            f"{run.label!r} as seeds of one setting; give each run its own --label"
+        )
+    data = load_config(run.path).to_dict()
+    for key in _NOT_THE_SETTING:
+        data["run"].pop(key)
+    data["run"].pop("gradient_batches")  # a measurement from its own random stream
+    flat: dict[str, object] = {}
+    for section, value in data.items():
+        if isinstance(value, dict):
+            flat.update({f"{section}.{k}": json.dumps(v, sort_keys=True) for k, v in value.items()})
+        else:
+            flat[section] = json.dumps(value, sort_keys=True)
+    return flat
+
+
+def _common(per_run: list[dict[str, object]]) -> list[str]:
+    """The tasks every run has, in the first run's order."""
+    return [task for task in per_run[0] if all(task in d for d in per_run[1:])]
+
+
+def _pooled(per_run: list[dict[str, Series]]) -> dict[str, Series]:
+    """Per task that every run has: the runs' members stacked, over the epochs every run has."""
+    pooled = {}
+    for task in _common(per_run):
+        parts = [d[task] for d in per_run]
+        epochs = sorted(set.intersection(*(set(p.epochs.tolist()) for p in parts)))
+        if not epochs:
+            continue
+        at = [np.searchsorted(p.epochs, epochs) for p in parts]
+        pooled[task] = Series(
+            seeds=np.concatenate([p.seeds for p in parts]),
+            epochs=np.array(epochs),
+            steps=parts[0].steps[at[0]],
+            values=np.concatenate([p.values[:, i] for p, i in zip(parts, at, strict=True)], axis=0),
+        )
+    return pooled
 
 
 # --- numbers ---------------------------------------------------------------------------------------------
