@@ -21,8 +21,11 @@ T3 = 3.182446305284263  # 3 degrees of freedom (4 runs)
 C = {"MDQN": [1.0, 2.0, 3.0], "DQN": [0.0, 0.0, 1.0, 3.0]}  # per-seed offsets of the Cart-Pole curves
 
 
-def _write_results(folder: Path, last_epoch: int = 50, arms: dict[str, list[float]] = C) -> Path:
-    """Cart-Pole J = c_seed + epoch/50 (AUC over 0..50 = 50 c + 25); Acrobot J = -c_seed, constant."""
+def _write_results(
+    folder: Path, last_epoch: int = 50, arms: dict[str, list[float]] = C, return_scale: float = 0.0
+) -> Path:
+    """Cart-Pole J = c_seed + epoch/50 (AUC over 0..50 = 50 c + 25); Acrobot J = -c_seed, constant; the
+    return is ``return_scale`` x J."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "results.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -32,7 +35,7 @@ def _write_results(folder: Path, last_epoch: int = 50, arms: dict[str, list[floa
                 for t, task in enumerate(("Cart-Pole", "Acrobot")):
                     for e in range(last_epoch + 1):
                         j = c + e / 50 if t == 0 else -c
-                        w.writerow([arm, seed, task, t, e, repr(j), 0, 1, f"{arm}-g"])
+                        w.writerow([arm, seed, task, t, e, repr(j), repr(return_scale * j), 1, f"{arm}-g"])
     return folder
 
 
@@ -229,6 +232,34 @@ def test_the_report_names_the_settings_changed_with_set(tmp_path: Path) -> None:
         "**Settings changed with `--set`: `learner.task_balance=param-norm`, `run.eval_steps=30`** "
         "(`learner.task_balance`: multi-task arms only); the published curves were made without them."
     ) in text
+
+
+def test_an_experiment_reports_its_own_score_and_epochs(tmp_path: Path, capsys) -> None:
+    """The Atari experiments' manifests say: the return (raw score) at epochs 7 and 14."""
+    folder = _with_manifest(_write_results(tmp_path / "exp", last_epoch=14, return_scale=10.0), last_epoch=14)
+    manifest = json.loads((folder / "experiment.json").read_text())
+    (folder / "experiment.json").write_text(
+        json.dumps({**manifest, "metric": "return", "check_epochs": [7, 14]})
+    )
+    text = make_report(folder, use_reference=False).read_text()
+    m = _summary(folder)[("Cart-Pole", "MDQN")]
+    assert "J10_mean" not in m and m["auc_epochs"] == "0-14"
+    assert _num(m["return7_mean"]) == pytest.approx(10 * (2 + 7 / 50))  # 10 (c + e/50), c = 1, 2, 3
+    assert _num(m["return14_mean"]) == pytest.approx(10 * (2 + 14 / 50))
+    assert _num(m["AUC_mean"]) == pytest.approx(10 * (14 * 2 + 14**2 / 100))  # 10 (14 c + 14^2 / 100)
+    d = _summary(folder)[("Cart-Pole", "DQN")]  # c = 0, 0, 1, 3: mean 1
+    assert _num(m["dreturn14_vs_baseline"]) == pytest.approx(10.0) and d["dreturn14_vs_baseline"] == ""
+    offsets = np.array(C["MDQN"]) * 10, np.array(C["DQN"]) * 10
+    p = stats.ttest_ind(*offsets, equal_var=False).pvalue
+    assert _num(m["p_return14_vs_baseline"]) == pytest.approx(p)
+    md = (folder / "report" / "summary.md").read_text()
+    assert "| task | arm | n | return ep7 | return ep14 | AUC ep0-14 |" in md and "Δreturn ep14 (p)" in md
+    assert "each seed's return curve" in text and "![return_Cart-Pole](return_Cart-Pole.png)" in text
+    assert (folder / "report" / "return_Acrobot.png").is_file()
+    (folder / "experiment.json").write_text(json.dumps({**manifest, "metric": "score"}))
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown metric 'score'" in err and len(err.splitlines()) == 1
 
 
 def test_the_values_section_draws_mean_q_when_the_results_have_it(tmp_path: Path) -> None:

@@ -49,7 +49,11 @@ def add_parsers(sub) -> None:
         metavar="N|SPEC",
         help="a count N (seeds 0..N-1) or a list like 0-9 or 0,3,7",
     )
-    exp.add_argument("--epochs", type=_nonneg_int, help="epochs of every run (default: the experiment's, 50)")
+    exp.add_argument(
+        "--epochs",
+        type=_nonneg_int,
+        help="epochs of every run (default: the experiment's: 50, the Atari ones 14)",
+    )
     exp.add_argument(
         "--group-size",
         type=_positive_int,
@@ -63,7 +67,8 @@ def add_parsers(sub) -> None:
         default=[],
         metavar="SECTION.FIELD=VALUE",
         help="override a configuration field of every arm, e.g. --set run.steps_per_epoch=200 "
-        "(repeatable; sections: network, replay, learner, exploration, run)",
+        "(repeatable; sections: network, replay, learner, exploration, run; atari and atari_network in the "
+        "Atari experiments)",
     )
     exp.add_argument("--device", choices=["cpu", "cuda", "auto"], help="learner device (default: cpu)")
     exp.add_argument(

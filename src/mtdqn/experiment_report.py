@@ -5,6 +5,10 @@
                                  the paper's published arm of the same name (dashed, its 100 runs)
     report/summary.csv           per task and arm: J at epochs 10/25/50 and at the last epoch, AUC, the
                                  published values, Welch p vs the paper and vs the baseline arm
+
+An experiment may report another score and other epochs (its manifest's ``metric`` and ``check_epochs``;
+the Atari experiments: ``return``, the raw game score, at epochs 7 and 14): the file names, columns and
+axes then name that score, and its last check epoch takes the place of 50.
     report/summary.md            the same as tables
     report/report.md             the figures and the tables
     report/mean_q.png            each seed's mean Q of its learning batches per epoch and task (results files
@@ -36,8 +40,11 @@ from mtdqn.runlog import atomic_write_bytes, safe_name, t_half_width
 from mtdqn.runner import MANIFEST, PARTIAL, RESULTS, gather_finished, read_manifest
 
 CHECK_EPOCHS = (10, 25, 50)
+"""The paper's epochs of the summary table; an experiment may name others (:attr:`Experiment.check_epochs`),
+whose last one then takes the place of 50 below."""
 AUC_LAST_EPOCH = 50
 """AUC spans epochs 0..50 as in the paper (fewer when the experiment is shorter)."""
+_SCORE_AXIS = {"J": "J", "return": "return (undiscounted)"}
 REPORT = "report"
 REGENERATE = (
     f"regenerate it by running the same `mtdqn experiment` command again (it keeps finished groups and "
@@ -166,53 +173,81 @@ def auc(values: np.ndarray, epochs: np.ndarray, last: int) -> np.ndarray | None:
 
 
 def summarize(
-    results: dict[str, dict[str, Curves]], reference: Path | None, baseline: str | None
+    results: dict[str, dict[str, Curves]],
+    reference: Path | None,
+    baseline: str | None,
+    metric: str = "J",
+    check_epochs: tuple[int, ...] = CHECK_EPOCHS,
 ) -> list[dict[str, object]]:
-    """One row per (task, arm) with every number of the summary (NaN where not computable)."""
+    """One row per (task, arm) with every number of the summary (NaN where not computable): the score
+    ``metric`` at ``check_epochs`` and the last epoch, its AUC up to the last check epoch, against the paper
+    and the baseline arm at that epoch. Keys name the metric (``J50_mean``, ``return14_mean``)."""
+    m, final = metric, check_epochs[-1]
     rows = []
     for task, arms in results.items():
         base = arms.get(baseline) if baseline else None
         for arm, cur in arms.items():
             last = int(cur.epochs.max())
-            auc_end = min(last, AUC_LAST_EPOCH)
+            auc_end = min(last, final)
             pub = load_published(reference, arm, task) if reference is not None else None
             pub_curves = None if pub is None else Curves(np.arange(len(pub)), np.arange(pub.shape[1]), pub)
             row: dict[str, object] = {"task": task, "arm": arm, "n": len(cur.seeds)}
             ours_auc = auc(cur.values, cur.epochs, auc_end)
             pub_auc = auc(pub_curves.values, pub_curves.epochs, auc_end) if pub_curves else None
-            for e in (*CHECK_EPOCHS, "last"):
+            for e in (*check_epochs, "last"):
                 epoch = last if e == "last" else e
                 ours = cur.at(epoch)
                 theirs = pub_curves.at(epoch) if pub_curves and ours is not None else None
-                row[f"J{e}_mean"], row[f"J{e}_ci95"] = mean(ours), ci95(ours)
+                row[f"{m}{e}_mean"], row[f"{m}{e}_ci95"] = mean(ours), ci95(ours)
                 if e == "last":
                     row["last_epoch"] = last
-                row[f"paper_J{e}_mean"], row[f"paper_J{e}_ci95"] = mean(theirs), ci95(theirs)
+                row[f"paper_{m}{e}_mean"], row[f"paper_{m}{e}_ci95"] = mean(theirs), ci95(theirs)
             row["auc_epochs"] = f"0-{auc_end}"
             row["AUC_mean"], row["AUC_ci95"] = mean(ours_auc), ci95(ours_auc)
             row["paper_n"] = len(pub) if pub is not None else 0
             row["paper_AUC_mean"], row["paper_AUC_ci95"] = mean(pub_auc), ci95(pub_auc)
-            row["p_J50_vs_paper"] = welch_p(cur.at(50), pub_curves.at(50) if pub_curves else None)
-            row["p_Jlast_vs_paper"] = welch_p(cur.at(last), pub_curves.at(last) if pub_curves else None)
+            row[f"p_{m}{final}_vs_paper"] = welch_p(
+                cur.at(final), pub_curves.at(final) if pub_curves else None
+            )
+            row[f"p_{m}last_vs_paper"] = welch_p(cur.at(last), pub_curves.at(last) if pub_curves else None)
             row["p_AUC_vs_paper"] = welch_p(ours_auc, pub_auc)
-            row.update(_versus(arm, cur, base, baseline, task, reference, auc_end))
+            row.update(_versus(arm, cur, base, baseline, task, reference, auc_end, m, final))
             rows.append(row)
     return rows
 
 
 def _versus(
-    arm: str, cur: Curves, base: Curves | None, baseline: str | None, task: str, reference, auc_end: int
+    arm: str,
+    cur: Curves,
+    base: Curves | None,
+    baseline: str | None,
+    task: str,
+    reference,
+    auc_end: int,
+    m: str = "J",
+    final: int = 50,
 ) -> dict[str, object]:
-    """Differences (arm - baseline) and Welch p of J at epoch 50 and of the AUC, ours and the paper's."""
+    """Differences (arm - baseline) and Welch p of the score ``m`` at epoch ``final`` and of the AUC, ours
+    and the paper's."""
     out: dict[str, object] = {"baseline": ""}
-    keys = ("dJ50", "p_J50", "dAUC", "p_AUC", "paper_dJ50", "paper_p_J50", "paper_dAUC", "paper_p_AUC")
+    at = f"{m}{final}"
+    keys = (
+        f"d{at}",
+        f"p_{at}",
+        "dAUC",
+        "p_AUC",
+        f"paper_d{at}",
+        f"paper_p_{at}",
+        "paper_dAUC",
+        "paper_p_AUC",
+    )
     out.update({f"{k}_vs_baseline": math.nan for k in keys})
     if base is None or arm == baseline:
         return out
     out["baseline"] = baseline
     a_auc, b_auc = auc(cur.values, cur.epochs, auc_end), auc(base.values, base.epochs, auc_end)
-    out["dJ50_vs_baseline"] = mean(cur.at(50)) - mean(base.at(50))
-    out["p_J50_vs_baseline"] = welch_p(cur.at(50), base.at(50))
+    out[f"d{at}_vs_baseline"] = mean(cur.at(final)) - mean(base.at(final))
+    out[f"p_{at}_vs_baseline"] = welch_p(cur.at(final), base.at(final))
     out["dAUC_vs_baseline"] = mean(a_auc) - mean(b_auc)
     out["p_AUC_vs_baseline"] = welch_p(a_auc, b_auc)
     if reference is not None:
@@ -220,10 +255,10 @@ def _versus(
         if pa is not None and pb is not None:
             epochs = np.arange(pa.shape[1])
             pa_auc, pb_auc = auc(pa, epochs, auc_end), auc(pb, epochs, auc_end)
-            has50 = pa.shape[1] > 50 and pb.shape[1] > 50 and int(cur.epochs.max()) >= 50
-            if has50:
-                out["paper_dJ50_vs_baseline"] = mean(pa[:, 50]) - mean(pb[:, 50])
-                out["paper_p_J50_vs_baseline"] = welch_p(pa[:, 50], pb[:, 50])
+            has_final = pa.shape[1] > final and pb.shape[1] > final and int(cur.epochs.max()) >= final
+            if has_final:
+                out[f"paper_d{at}_vs_baseline"] = mean(pa[:, final]) - mean(pb[:, final])
+                out[f"paper_p_{at}_vs_baseline"] = welch_p(pa[:, final], pb[:, final])
             out["paper_dAUC_vs_baseline"] = mean(pa_auc) - mean(pb_auc)
             out["paper_p_AUC_vs_baseline"] = welch_p(pa_auc, pb_auc)
     return out
@@ -272,27 +307,33 @@ def format_p(x: object) -> str:
     return "NA" if not isinstance(x, float) or math.isnan(x) else f"{x:.2g}"
 
 
-def summary_markdown(rows: list[dict[str, object]], has_reference: bool) -> str:
+def summary_markdown(
+    rows: list[dict[str, object]],
+    has_reference: bool,
+    metric: str = "J",
+    check_epochs: tuple[int, ...] = CHECK_EPOCHS,
+) -> str:
     """The summary as Markdown tables (ours beside the paper, then each arm against the baseline)."""
+    m, final = metric, check_epochs[-1]
     last = max(int(r["last_epoch"]) for r in rows)
-    extra = [] if last in CHECK_EPOCHS else ["last"]
+    extra = [] if last in check_epochs else ["last"]
     auc_span = rows[0]["auc_epochs"]
-    cols = [f"J ep{e}" if e != "last" else f"J ep{last}" for e in (*CHECK_EPOCHS, *extra)]
+    cols = [f"{m} ep{e}" if e != "last" else f"{m} ep{last}" for e in (*check_epochs, *extra)]
     head = ["task", "arm", "n", *cols, f"AUC ep{auc_span}"]
     if has_reference:
         head += [
             "paper n",
-            f"paper J ep{50 if last >= 50 else last}",
+            f"paper {m} ep{final if last >= final else last}",
             f"paper AUC ep{auc_span}",
-            f"p vs paper (J ep{50 if last >= 50 else last} / AUC)",
+            f"p vs paper ({m} ep{final if last >= final else last} / AUC)",
         ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["task"]), str(r["arm"]), str(r["n"])]
-        cells += [_pm(r, f"J{e}") for e in (*CHECK_EPOCHS, *extra)]
+        cells += [_pm(r, f"{m}{e}") for e in (*check_epochs, *extra)]
         cells.append(_pm(r, "AUC"))
         if has_reference:
-            key = "J50" if last >= 50 else "Jlast"
+            key = f"{m}{final}" if last >= final else f"{m}last"
             if r["paper_n"]:
                 cells += [str(r["paper_n"]), _pm(r, f"paper_{key}"), _pm(r, "paper_AUC")]
                 cells.append(f"{format_p(r[f'p_{key}_vs_paper'])} / {format_p(r['p_AUC_vs_paper'])}")
@@ -307,22 +348,25 @@ def summary_markdown(rows: list[dict[str, object]], has_reference: bool) -> str:
             f"{auc_span}.",
             "",
         ]
-        head = ["task", "arm - baseline", "ΔJ ep50 (p)", "ΔAUC (p)"]
+        head = ["task", "arm - baseline", f"Δ{m} ep{final} (p)", "ΔAUC (p)"]
         if has_reference:
-            head += ["paper ΔJ ep50 (p)", "paper ΔAUC (p)"]
+            head += [f"paper Δ{m} ep{final} (p)", "paper ΔAUC (p)"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in versus:
             cells = [str(r["task"]), f"{r['arm']} - {r['baseline']}"]
             for prefix in ("", "paper_") if has_reference else ("",):
-                for what in ("J50", "AUC"):
+                for what in (f"{m}{final}", "AUC"):
                     d, p = r[f"{prefix}d{what}_vs_baseline"], r[f"{prefix}p_{what}_vs_baseline"]
                     cells.append("NA" if format_num(d) == "NA" else f"{format_num(d)} ({format_p(p)})")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, out_dir: Path) -> list[Path]:
-    """One PNG per task and one with all tasks: ours solid, published dashed, 95% t-intervals shaded."""
+def plot_report(
+    results: dict[str, dict[str, Curves]], reference: Path | None, out_dir: Path, metric: str = "J"
+) -> list[Path]:
+    """One PNG per task (``<metric>_<task>.png``) and one with all tasks: ours solid, published dashed, 95%
+    t-intervals shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,7 +390,7 @@ def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, o
         ax.set_title(task)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("J (mean, 95% t-interval)")
+        ax.set_ylabel(f"{_SCORE_AXIS[metric]} (mean, 95% t-interval)")
         ax.grid(alpha=0.3)
 
     written = []
@@ -355,7 +399,7 @@ def plot_report(results: dict[str, dict[str, Curves]], reference: Path | None, o
         draw(ax, task)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        written.append(save_png(fig, out_dir / f"J_{safe_name(task)}.png"))
+        written.append(save_png(fig, out_dir / f"{metric}_{safe_name(task)}.png"))
     tasks = list(results)
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -471,8 +515,11 @@ def make_report(
             f"**Partial report: {n_done} of {n_total} groups finished**; the unfinished groups are left out. "
             "`mtdqn report` without `--partial` writes the full report once all have finished."
         )
-    results = read_results(base / RESULTS)
     manifest = read_manifest(folder) or {}
+    metric = str(manifest.get("metric", "J"))  # manifests before the field: the paper's J
+    if metric not in _SCORE_AXIS:
+        raise UserError(f"{folder / MANIFEST} names an unknown metric {metric!r}; restore it (edited?)")
+    results = read_results(base / RESULTS, metric)
     if manifest and not partial:  # a partial results.csv holds the finished groups only, by design
         check_complete(results, manifest, base / RESULTS)
     arms = list(dict.fromkeys(arm for per_task in results.values() for arm in per_task))
@@ -487,12 +534,13 @@ def make_report(
             )
     ref = find_reference(reference) if use_reference else None
     out_dir = base / REPORT
-    rows = summarize(results, ref, baseline)
+    check_epochs = tuple(int(e) for e in manifest.get("check_epochs", CHECK_EPOCHS))
+    rows = summarize(results, ref, baseline, metric, check_epochs)
     write_summary_csv(rows, out_dir / "summary.csv")
     has_ref = ref is not None and any(r["paper_n"] for r in rows)
-    table = summary_markdown(rows, has_ref)
+    table = summary_markdown(rows, has_ref, metric, check_epochs)
     atomic_write_bytes(out_dir / "summary.md", table.encode())
-    figures = plot_report(results, ref, out_dir)
+    figures = plot_report(results, ref, out_dir, metric)
 
     name = manifest.get("experiment", folder.name)
     lines = [f"# Experiment {name}", ""]
@@ -538,8 +586,8 @@ def make_report(
     lines += [f"![{p.stem}]({p.name})" for p in figures[:-1]]
     lines += ["", f"All tasks: [{figures[-1].name}]({figures[-1].name})", "", "## Summary", ""]
     lines += [
-        "Mean ± 95% Student-t half-width over seeds; AUC = trapezoidal area under each seed's J curve "
-        "(spec section 5.2); p = two-sided Welch t-test. Also as [summary.csv](summary.csv).",
+        f"Mean ± 95% Student-t half-width over seeds; AUC = trapezoidal area under each seed's {metric} "
+        "curve (spec section 5.2); p = two-sided Welch t-test. Also as [summary.csv](summary.csv).",
         "",
         table,
     ]

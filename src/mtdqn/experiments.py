@@ -28,10 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtdqn.config import TASK_BALANCES, Config, task_preset
+from mtdqn.config import (
+    TASK_BALANCES,
+    Config,
+    ExplorationConfig,
+    LearnerConfig,
+    NetworkConfig,
+    ReplayConfig,
+    RunConfig,
+    atari_run_config,
+    task_preset,
+)
+from mtdqn.config_atari import AtariConfig, AtariNetworkConfig
 from mtdqn.errors import UserError
 
-OVERRIDE_SECTIONS = ("network", "replay", "learner", "exploration", "run")
+OVERRIDE_SECTIONS = ("network", "replay", "learner", "exploration", "run", "atari", "atari_network")
 _NOT_OVERRIDABLE = {
     "run.seeds": "--seeds",
     "run.epochs": "--epochs",
@@ -284,6 +295,12 @@ class Experiment:
     epochs: int = 50
     sweep: Sweep | None = None
     """The setting the arms vary, if they vary one (the report then draws results against it)."""
+    metric: str = "J"
+    """The score of the report: ``J`` (the paper's discounted return) or ``return`` (the undiscounted
+    return: an Atari game's raw score)."""
+    check_epochs: tuple[int, ...] = (10, 25, 50)
+    """Epochs at which the report tables the score; the last one also ends the area under the curve and is
+    the epoch of the arms' comparison with the baseline."""
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:
@@ -335,11 +352,22 @@ def parse_override(text: str) -> tuple[str, str]:
         )
     if key in _NOT_OVERRIDABLE:
         raise UserError(f"--set {key} is not allowed; use {_NOT_OVERRIDABLE[key]}")
-    fields = {f.name for f in dataclasses.fields(Config.__dataclass_fields__[section].default_factory())}
+    fields = {f.name for f in dataclasses.fields(_SECTION_TYPES[section])}
     if name not in fields:
         raise UserError(f"--set {key}: {section} has no field {name!r}; it has {', '.join(sorted(fields))}")
     return key, value.strip()
 
+
+_SECTION_TYPES = {
+    "network": NetworkConfig,
+    "replay": ReplayConfig,
+    "learner": LearnerConfig,
+    "exploration": ExplorationConfig,
+    "run": RunConfig,
+    "atari": AtariConfig,
+    "atari_network": AtariNetworkConfig,
+}
+"""The configuration section each ``--set SECTION.FIELD`` names (``atari*``: Atari arms only)."""
 
 MULTI_TASK_ONLY = ("run.gradient_batches", "learner.task_balance")
 """Settings about the shared layers: a single-task arm of an experiment keeps its default (checked all the
@@ -352,6 +380,8 @@ def apply_overrides(config: Config, overrides: dict[str, str]) -> Config:
     for key, text in overrides.items():
         section, name = key.split(".", 1)
         part = getattr(config, section)
+        if part is None:
+            raise UserError(f"--set {key}: this experiment's runs are not Atari runs; drop it")
         value = _convert(key, text, getattr(part, name))
         if key == "learner.task_balance" and value not in TASK_BALANCES:
             raise UserError(f"--set {key}={text}: use one of {', '.join(TASK_BALANCES)}")
@@ -504,5 +534,86 @@ register(
 register(
     _feature_width_experiment(
         "feature-width-deramo-relu", "deramo-gym", "the paper's five tasks", activation="relu"
+    )
+)
+
+
+# atari-review-exp1, atari-review-mtqn: the review's two Atari experiments at its budget, over seeds (README,
+# Atari). Each (arm, seed) takes about 1-2.5 hours on a 2-core CPU: give them --group-size 1 and a cluster
+# (--backend ray), or run them one after another (--jobs 1, the default).
+
+ATARI_REVIEW_GAMES = ("ALE/Pong-v5", "ALE/Breakout-v5")
+ATARI_REVIEW_EPOCHS = 14
+"""14 epochs of 25,000 learning steps per game: the review's budget of 350,000 steps per game."""
+
+
+def atari_review_config(arch: str, **learner: Any) -> Config:
+    """Pong + Breakout, the ``review`` protocol at its budget of 350,000 steps per game as the README's Atari
+    runs: batch 32 per game, epsilon 1 -> 0.01 over 100k steps, a 20k random warm-up, a 100k replay per game,
+    life loss as a terminal for learning, 25,000-step epochs each evaluated over 12,500 steps per game at
+    epsilon 0.05; ``learner`` sets the learner's other fields."""
+    config = atari_run_config("review", list(ATARI_REVIEW_GAMES))
+    config.atari_network.arch = arch
+    config.atari.terminal_on_life_loss = True
+    config.replay = ReplayConfig(capacity=100_000, warmup=20_000)
+    config.learner = dataclasses.replace(config.learner, batch_size=32, **learner)
+    config.exploration.eps_decay_steps = 100_000
+    config.run = dataclasses.replace(
+        config.run, epochs=ATARI_REVIEW_EPOCHS, steps_per_epoch=25_000, eval_steps=12_500
+    )
+    return config
+
+
+def atari_review_mtqn_config(remedies: bool) -> Config:
+    """``review-mtqn`` in float32 (bfloat16 rounds away its state signal, README): with the review's
+    PyTorch-default init, or with every remedy the README found (Xavier init, per-layer Adam rates at fan-in
+    256 with the convolutions' fan-in counted in channels, the Q layer started at zero, param-norm)."""
+    if not remedies:
+        return atari_review_config("review-mtqn", precision="fp32")
+    config = atari_review_config(
+        "review-mtqn", precision="fp32", lr_fan_in=256, lr_fan_in_conv="channels", task_balance="param-norm"
+    )
+    config.atari_network.init = "xavier"
+    config.atari_network.zero_q_layer = True
+    return config
+
+
+_ATARI_SCORES = "raw game scores (random play: Pong about -20.7, Breakout about 1.7)"
+
+register(
+    Experiment(
+        name="atari-review-exp1",
+        description="The review's first Atari experiment (review-exp1 network: conv1 per game, the rest "
+        "shared) on Pong + Breakout at its budget of 350,000 steps per game, bfloat16: the paper's joint "
+        f"loss against param-norm's balanced one; {_ATARI_SCORES}",
+        arms=(
+            ConfigArm("joint", functools.partial(atari_review_config, "review-exp1", precision="bf16")),
+            ConfigArm(
+                "param-norm",
+                functools.partial(
+                    atari_review_config, "review-exp1", precision="bf16", task_balance="param-norm"
+                ),
+            ),
+        ),
+        baseline="joint",
+        epochs=ATARI_REVIEW_EPOCHS,
+        metric="return",
+        check_epochs=(7, ATARI_REVIEW_EPOCHS),
+    )
+)
+register(
+    Experiment(
+        name="atari-review-mtqn",
+        description="The review's second Atari architecture (review-mtqn) on Pong + Breakout at 350,000 "
+        "steps per game, float32: the review's init against the README's remedies (Xavier init, --lr-fan-in "
+        f"256 --lr-fan-in-conv channels, --zero-q-layer, --task-balance param-norm); {_ATARI_SCORES}",
+        arms=(
+            ConfigArm("review", functools.partial(atari_review_mtqn_config, False)),
+            ConfigArm("remedies", functools.partial(atari_review_mtqn_config, True)),
+        ),
+        baseline="review",
+        epochs=ATARI_REVIEW_EPOCHS,
+        metric="return",
+        check_epochs=(7, ATARI_REVIEW_EPOCHS),
     )
 )

@@ -92,6 +92,8 @@ def build_manifest(
         "overrides": dict(sorted(options.overrides.items())),
         "baseline": experiment.baseline,
         "sweep": experiment.sweep.to_dict() if experiment.sweep is not None else None,
+        "metric": experiment.metric,
+        "check_epochs": list(experiment.check_epochs),
         "arms": [{"name": arm.name, **arm.describe(options)} for arm in experiment.arms],
         "groups": [{"arm": g.arm, "seeds": list(g.seeds), "folder": g.folder} for g in groups],
     }
