@@ -31,6 +31,7 @@ from mtdqn.config import (
     Config,
     ExplorationConfig,
     LearnerConfig,
+    NetworkConfig,
     ReplayConfig,
     RunConfig,
     TaskConfig,
@@ -727,16 +728,22 @@ def config_from_args(args: argparse.Namespace) -> Config:
     else:
         raise UserError("no task given; pass --preset deramo-gym (or review-control) or --task ENV_ID")
     _per_task(args, tasks)
-    network = _pick(
-        arch_preset(args.arch or "deramo"),
+    network = _with_network_options(arch_preset(args.arch or "deramo"), args)
+    config = _with_overrides(Config(tasks=tasks, network=network), args)
+    config.validate()
+    return config
+
+
+def _with_network_options(network: NetworkConfig, args: argparse.Namespace) -> NetworkConfig:
+    """``network`` (of vector tasks) with the explicit --width, --feature-width, --feature-activation and
+    --init."""
+    return _pick(
+        network,
         width=args.width,
         feature_width=args.feature_width,
         feature_activation=args.feature_activation,
         init=args.init,
     )
-    config = _with_overrides(Config(tasks=tasks, network=network), args)
-    config.validate()
-    return config
 
 
 def _refuse_atari_options(args: argparse.Namespace) -> None:
@@ -785,13 +792,7 @@ def _config_like(args: argparse.Namespace) -> Config:
     if config.is_atari:
         config = _with_atari_overrides(config, args)
     else:
-        config.network = _pick(
-            config.network,
-            width=args.width,
-            feature_width=args.feature_width,
-            feature_activation=args.feature_activation,
-            init=args.init,
-        )
+        config.network = _with_network_options(config.network, args)
     config = _with_overrides(config, args)
     config.validate()
     return config
