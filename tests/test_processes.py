@@ -43,6 +43,31 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None
     assert stubborn.process.exitcode == -signal.SIGKILL
 
 
+def test_a_stop_signal_during_the_start_waits_for_it_then_ends_the_child_too(monkeypatch) -> None:
+    """SIGTERM in the middle of Process.start (here: right after the spawn, before it returns) used to cut off
+    the child's start-up data: a traceback from the child. Now it is held until the start is done, then raised
+    here, and the started child is ended too."""
+    import multiprocessing.context
+
+    from mtdqn.interrupts import Terminated, raise_on_sigterm
+
+    start = multiprocessing.context.SpawnProcess.start
+
+    def start_then_sigterm(process) -> None:
+        start(process)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives before start() returns
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start_then_sigterm)
+    try:
+        raise_on_sigterm()
+        with pytest.raises(Terminated):
+            ChildProcess(_sleep_forever, (False,))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not multiprocessing.active_children()
+
+
 def test_a_child_stops_by_itself_when_its_parent_is_killed() -> None:
     code = (
         "import sys, time\n"

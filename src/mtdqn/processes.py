@@ -67,6 +67,32 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def _stop_signals_held():
+    """Hold Ctrl-C and SIGTERM while a child starts, then act on one that came meanwhile. An interrupt in the
+    middle of ``Process.start`` would cut off the start-up data it writes to the child's pipe, and the child
+    would die printing a traceback (``EOFError: Ran out of input``) on the shared stderr. A no-op outside the
+    main thread (which receives the signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: held.append((signum, frame))) for s in stop_signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            signum, frame = held[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
 class ChildProcess:
     """``target(conn, *args)`` in a spawned process; ``conn`` is the child's end of a duplex pipe.
 
@@ -87,8 +113,16 @@ class ChildProcess:
         self.process = context.Process(
             target=_child_main, args=(target, child_conn, args, niceness), name=name, daemon=daemon
         )
-        self.process.start()
-        child_conn.close()
+        try:
+            with _stop_signals_held():
+                self.process.start()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM during the start: the child has its data; end it too
+            if self.process.pid is not None:
+                self.process.terminate()
+                self.process.join(10)
+            raise
+        finally:
+            child_conn.close()
 
     @property
     def sentinel(self) -> int:
