@@ -786,13 +786,11 @@ def _config_like(args: argparse.Namespace) -> Config:
         )
     if config.is_atari:
         _refuse_vector_options(args)
-    else:
-        _refuse_atari_options(args)
-    _per_task(args, config.tasks)
-    if config.is_atari:
         config = _with_atari_overrides(config, args)
     else:
+        _refuse_atari_options(args)
         config.network = _with_network_options(config.network, args)
+    _per_task(args, config.tasks)
     config = _with_overrides(config, args)
     config.validate()
     return config

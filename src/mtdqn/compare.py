@@ -32,13 +32,13 @@ exists).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mtdqn.config import Config
 from mtdqn.errors import UserError
 from mtdqn.experiment_report import (
     ci95,
@@ -55,6 +55,7 @@ from mtdqn.experiment_report import (
     welch_p,
     write_summary_csv,
 )
+from mtdqn.experiments import HARDWARE_FIELDS
 from mtdqn.runlog import (
     EVALUATION_COLUMNS,
     GRADIENT_COLUMNS,
@@ -264,11 +265,6 @@ def _is_experiment(path: Path) -> bool:
     return (path / MANIFEST).is_file() and not (path / "metrics.csv").is_file()
 
 
-# Settings of a run that change no learning number (nor the seeds): runs that differ only in these (and in
-# their seeds) are seeds of one setting.
-_NOT_THE_SETTING = ("seeds", "epochs", "device", "background_eval", "torch_threads", "eval_workers")
-
-
 def pool_seeds(runs: list[RunSeries]) -> RunSeries:
     """Run folders of one setting (say one seed each, from ``mtdqn train --like``) as one run of all their
     seeds: per task, their members side by side over the epochs they all have.
@@ -279,15 +275,13 @@ def pool_seeds(runs: list[RunSeries]) -> RunSeries:
     if len(runs) == 1:
         return runs[0]
     first = runs[0]
-    settings = [_setting(run) for run in runs]
-    for run, setting in zip(runs[1:], settings[1:], strict=True):
-        differ = [
-            key for key in settings[0].keys() | setting.keys() if settings[0].get(key) != setting.get(key)
-        ]
-        if differ:
+    configs = [_seedless_config(run) for run in runs]
+    for run, config in zip(runs[1:], configs[1:], strict=True):
+        if config.learning_fingerprint() != configs[0].learning_fingerprint():
+            differ = _differing_fields(configs[0], config)
             raise UserError(
                 f"{first.path} and {run.path} are labelled {first.label!r} but are not seeds of one setting "
-                f"(their config.json differ in {', '.join(sorted(differ)[:4])}); give each its own --label"
+                f"(their config.json differ in {', '.join(differ[:4])}); give each its own --label"
             )
     seeds = [int(seed) for run in runs for seed in next(iter(run.scores.values())).seeds]
     twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
@@ -317,8 +311,9 @@ def pool_seeds(runs: list[RunSeries]) -> RunSeries:
     )
 
 
-def _setting(run: RunSeries) -> dict[str, object]:
-    """The run's configuration, flattened to ``section.field`` keys, without what does not change learning."""
+def _seedless_config(run: RunSeries) -> Config:
+    """The run's configuration with its seeds left out (set to [0]): its learning fingerprint is then that of
+    the setting."""
     from mtdqn.runlog import load_config
 
     if not (run.path / "config.json").is_file():
@@ -326,17 +321,24 @@ def _setting(run: RunSeries) -> dict[str, object]:
             f"{run.path} has no config.json, so it cannot be pooled with the other runs labelled "
             f"{run.label!r} as seeds of one setting; give each run its own --label"
         )
-    data = load_config(run.path).to_dict()
-    for key in _NOT_THE_SETTING:
-        data["run"].pop(key)
-    data["run"].pop("gradient_batches")  # a measurement from its own random stream
-    flat: dict[str, object] = {}
-    for section, value in data.items():
-        if isinstance(value, dict):
-            flat.update({f"{section}.{k}": json.dumps(v, sort_keys=True) for k, v in value.items()})
-        else:
-            flat[section] = json.dumps(value, sort_keys=True)
-    return flat
+    config = load_config(run.path)
+    config.run.seeds = [0]
+    return config
+
+
+def _differing_fields(a: Config, b: Config) -> list[str]:
+    """``section.field`` names whose values differ between two configurations (for the message; the
+    run-placement fields, which the fingerprint leaves out, are not named)."""
+    ignored = {f"run.{key}" for key in ("epochs", "gradient_batches", *HARDWARE_FIELDS)}
+    da, db = a.to_dict(), b.to_dict()
+    differ = []
+    for section in da:
+        pa, pb = da[section], db[section]
+        if isinstance(pa, dict) and isinstance(pb, dict):
+            differ += [f"{section}.{k}" for k in pa.keys() | pb.keys() if pa.get(k) != pb.get(k)]
+        elif pa != pb:
+            differ.append(section)
+    return sorted(k for k in differ if k not in ignored)
 
 
 def _common(per_run: list[dict[str, object]]) -> list[str]:

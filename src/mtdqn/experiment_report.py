@@ -5,15 +5,15 @@
                                  the paper's published arm of the same name (dashed, its 100 runs)
     report/summary.csv           per task and arm: J at epochs 10/25/50 and at the last epoch, AUC, the
                                  published values, Welch p vs the paper and vs the baseline arm
-
-An experiment may report another score and other epochs (its manifest's ``metric`` and ``check_epochs``;
-the Atari experiments: ``return``, the raw game score, at epochs 7 and 14): the file names, columns and
-axes then name that score, and its last check epoch takes the place of 50.
     report/summary.md            the same as tables
     report/report.md             the figures and the tables
     report/mean_q.png            each seed's mean Q of its learning batches per epoch and task (results files
                                  with ``mean_q``): values that diverge show here while J may still look fine
     report/sweep.*, sharing.*    for an experiment with a sweep, or analysed: see :mod:`mtdqn.sweep_report`
+
+An experiment may report another score and other epochs (its manifest's ``metric`` and ``check_epochs``;
+the Atari experiments: ``return``, the raw game score, at epochs 7 and 14): the file names, columns and
+axes then name that score, and its last check epoch takes the place of 50.
 
 Statistics follow the paper's (spec section 5.2): mean and 95% Student-t interval over seeds (n-1 degrees
 of freedom), ``AUC`` = trapezoidal area under each seed's J curve over epochs 0..50 (or 0..last epoch of a
