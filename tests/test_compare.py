@@ -13,7 +13,7 @@ from conftest import TINY_TRAIN, small_config
 from scipy import stats
 
 from mtdqn.cli import main
-from mtdqn.compare import final_evaluation
+from mtdqn.compare import final_evaluation, legend_label
 from mtdqn.runlog import (
     GRADIENT_COLUMNS,
     METRIC_COLUMNS,
@@ -392,3 +392,10 @@ def test_mean_q_is_tabled_and_drawn_on_request(two_runs: tuple[Path, Path], tmp_
     assert main(["compare", str(a), str(c), "--out", str(tmp_path / "plain")]) == 0
     assert "mean Q" not in (tmp_path / "plain" / "summary.md").read_text()
     assert float(_rows(tmp_path / "plain" / "summary.csv")[("MountainCar-v0", "c")]["mean_q_last"]) == 2455.0
+
+
+def test_legend_names_the_seeds_once() -> None:
+    assert legend_label("seed 1", np.array([1])) == "seed 1"
+    assert legend_label("seed 1", np.array([2])) == "seed 1 (seed 2)"
+    assert legend_label("fan-in 256", np.array([1])) == "fan-in 256 (seed 1)"
+    assert legend_label("remedies", np.array([0, 1, 2])) == "remedies (3 seeds)"

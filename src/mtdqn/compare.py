@@ -523,6 +523,13 @@ def per_epoch_markdown(runs: list[RunSeries], metric: str) -> str:
 # --- figure ----------------------------------------------------------------------------------------------
 
 
+def legend_label(label: str, seeds: np.ndarray) -> str:
+    """A run's legend entry: its label and its seeds (``fan-in 256 (seed 1)``, ``remedies (3 seeds)``), the
+    label alone where it already names its one seed (``seed 1``)."""
+    seeds_text = f"{len(seeds)} seeds" if len(seeds) > 1 else f"seed {int(seeds[0])}"
+    return label if label == seeds_text else f"{label} ({seeds_text})"
+
+
 def plot_comparison(runs: list[RunSeries], metric: str, path: Path, mean_q: bool = False) -> Path:
     """curves.png: per task, each run's score (and gradient share and loss weight, where measured; with
     ``mean_q`` the mean Q of the learning batches) against learning steps."""
@@ -544,8 +551,7 @@ def plot_comparison(runs: list[RunSeries], metric: str, path: Path, mean_q: bool
             colour = _COLOURS[k % len(_COLOURS)]
             s = run.scores.get(task)
             if s is not None:
-                seeds = f"{len(s.seeds)} seeds" if len(s.seeds) > 1 else f"seed {s.seeds[0]}"
-                draw_band(axes[0, col], s.steps, s.values, colour, "-", f"{run.label} ({seeds})", 0.2)
+                draw_band(axes[0, col], s.steps, s.values, colour, "-", legend_label(run.label, s.seeds), 0.2)
             extra = {"shares": run.shares, "weights": run.weights, "mean_q": run.mean_q}
             for kind in rows[1:]:
                 series = extra[kind].get(task)
