@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtdqn.config import Config
+from mtdqn.config import HARDWARE_FIELDS, Config
 from mtdqn.errors import UserError
 from mtdqn.experiment_report import (
     ci95,
@@ -55,7 +55,6 @@ from mtdqn.experiment_report import (
     welch_p,
     write_summary_csv,
 )
-from mtdqn.experiments import HARDWARE_FIELDS
 from mtdqn.runlog import (
     EVALUATION_COLUMNS,
     GRADIENT_COLUMNS,

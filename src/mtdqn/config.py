@@ -27,6 +27,9 @@ TASK_BALANCES = ("none", "param-norm", "feature-norm")
 OPTIMIZERS = ("adam", "rmsprop-centered")
 PRECISIONS = ("fp32", "bf16")
 LR_FAN_IN_CONV = ("kernel", "channels")
+HARDWARE_FIELDS = ("device", "background_eval", "torch_threads", "eval_workers")
+"""RunConfig fields that never change a run's numbers (left out of the learning fingerprint and of an
+experiment arm's description; an experiment may be continued with other values of them)."""
 
 
 @dataclass
@@ -275,7 +278,7 @@ class Config:
         # read back as from config.json, so that an integer in a float field (gamma=1 from Python, or 1.0
         # rewritten as 1 by a JSON tool) hashes as the float it stands for
         data = Config.from_dict(self.to_dict()).to_dict()
-        for key in ("epochs", "device", "background_eval", "torch_threads", "eval_workers"):
+        for key in ("epochs", *HARDWARE_FIELDS):
             data["run"].pop(key)
         data["run"].pop("gradient_batches")  # a measurement from its own random stream: learning unchanged
         if data["transfer"] is None:  # runs from scratch keep the fingerprint they had before transfers

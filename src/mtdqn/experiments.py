@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mtdqn.config import (
+    HARDWARE_FIELDS,
     TASK_BALANCES,
     Config,
     ExplorationConfig,
@@ -50,9 +51,6 @@ _NOT_OVERRIDABLE = {
     # only records which preset the network's shape came from: setting it would change no layer
     "network.arch": "--set network.width=N (and the other network fields) to change the network's shape",
 }
-HARDWARE_FIELDS = ("device", "background_eval", "torch_threads", "eval_workers")
-"""RunConfig fields that never change a run's numbers (left out of an arm's description; an experiment may
-be continued with other values of them)."""
 
 
 @dataclass

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from mtdqn import __version__
-from mtdqn.config import Config
+from mtdqn.config import HARDWARE_FIELDS, Config
 from mtdqn.errors import UserError
-from mtdqn.experiments import HARDWARE_FIELDS, Arm, Experiment, RunOptions
+from mtdqn.experiments import Arm, Experiment, RunOptions
 from mtdqn.runlog import atomic_write_bytes
 
 MANIFEST = "experiment.json"
